@@ -1,0 +1,34 @@
+# The two set-up commands of the README: `make test` and `make demo`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch/torchvision are named first so pip takes the builds this machine
+# keeps on disk instead of resolving a newer CUDA wheel.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/xsam-tune run configs/quickstart.yaml
+	$(BIN)/xsam-tune report $$($(BIN)/xsam-tune last-study)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

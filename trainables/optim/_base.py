@@ -146,6 +146,39 @@ class SharpnessAware(torch.optim.Optimizer):
         Returns:
             The loss at θ0 (detached).
         """
+        loss, vec = self._ascent(closure)
+        if grad_scaler is not None:
+            grad_scaler.unscale_(self.base_optimizer)
+        self._direction(vec, probe)
+        with self.timer.phase("update"):
+            if grad_scaler is not None:
+                grad_scaler.step(self.base_optimizer)
+            else:
+                self.base_optimizer.step()
+            self._after_base_step(vec)
+        self.n_steps += 1
+        return loss.detach()
+
+    @torch.no_grad()
+    def measure(
+        self, closure: Closure, probe: Probe, rho_max: float, alphas: list[float]
+    ) -> AlphaSearch:
+        """Run the ascent and an α search from the current θ without stepping.
+
+        For direction-fidelity diagnostics in trials whose update does not
+        search α (SGD, GSAM, WSAM): the parameters, BatchNorm statistics and
+        optimizer state are left as they were; the gradients are zeroed.
+        """
+        with frozen_running_stats(self.model):
+            _, vec = self._ascent(closure)
+        vec.extra["direction"] = self._buffer("direction", vec.params)
+        norm_u, norm_g, psi = self._prepare_directions(vec)
+        search = self._search_alpha(vec, probe, norm_u, norm_g, psi, rho_max, alphas)
+        self.zero_grad(set_to_none=False)
+        return search
+
+    def _ascent(self, closure: Closure) -> tuple[torch.Tensor, _Vectors]:
+        """The k+1 passes: returns the loss at θ0 and the vectors, with θ = θk and p.grad = gk."""
         timer = self.timer
         with timer.phase("ascent"):
             loss = self._pass(closure)
@@ -162,17 +195,7 @@ class SharpnessAware(torch.optim.Optimizer):
             ):
                 self._pass(closure)
             vec.grads = self._grads_of(vec.params)
-        if grad_scaler is not None:
-            grad_scaler.unscale_(self.base_optimizer)
-        self._direction(vec, probe)
-        with timer.phase("update"):
-            if grad_scaler is not None:
-                grad_scaler.step(self.base_optimizer)
-            else:
-                self.base_optimizer.step()
-            self._after_base_step(vec)
-        self.n_steps += 1
-        return loss.detach()
+        return loss, vec
 
     def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
         """Restore θ0 in place and leave the descent direction d in `p.grad`."""

@@ -1,0 +1,47 @@
+"""The Ray Tune function trainable: the loop of `trainables.loop`, reported to Tune.
+
+Each epoch's row goes to `ray.tune.report`, with a checkpoint every
+`checkpoint_every` epochs (and always at the end). A restarted trial — a
+retry after its worker died, or `xsam-tune resume` — continues from
+`ray.tune.get_checkpoint()` and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.tune
+
+from trainables.loop import Trial
+
+STATE_FILE = "trial_state.pt"
+
+
+def resolve_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Relative `data_dir`s are relative to where the study was launched, not the trial dir."""
+    data_dir = config.get("data_dir")
+    if data_dir and not os.path.isabs(os.path.expanduser(data_dir)):
+        origin = os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd())
+        config = {**config, "data_dir": str(Path(origin) / data_dir)}
+    return config
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """Run one trial under Ray Tune (a function trainable)."""
+    trial = Trial(resolve_paths(config))
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as path:
+            trial.load(Path(path) / STATE_FILE)
+    every = trial.config["checkpoint_every"]
+    for row in trial.rows():
+        last = trial.epoch >= trial.config["epochs"] or trial.diverged
+        if last or (every and trial.epoch % every == 0):
+            with tempfile.TemporaryDirectory() as tmp:
+                trial.save(Path(tmp) / STATE_FILE)
+                ray.tune.report(row, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+        else:
+            ray.tune.report(row)

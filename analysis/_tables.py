@@ -1,0 +1,365 @@
+"""The numbers behind the figures, as dataframes (the figures draw exactly these)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis._errors import AnalysisError
+from analysis._results import Study, load
+
+__all__ = [
+    "COMPLETE",
+    "OPTIMIZER_ORDER",
+    "PHASES",
+    "as_study",
+    "degradation_layout",
+    "degradation_table",
+    "fidelity_table",
+    "overhead_ratio_table",
+    "overhead_table",
+    "refresh_losses",
+]
+
+#: Statuses whose final metrics count as results (Ray/Optuna treat both as complete).
+COMPLETE: tuple[str, ...] = ("finished", "stopped")
+#: Timed phases of an epoch, in stacking order (``time_<phase>`` in ``.epochs``).
+PHASES: tuple[str, ...] = ("ascent", "descent", "probe", "update", "data", "eval")
+#: Canonical optimizer order for tables and legends; others follow alphabetically.
+OPTIMIZER_ORDER: tuple[str, ...] = ("sgd", "sam", "asam", "gsam", "wsam", "xsam")
+# Settings that change what a number means. When one varies within a study it
+# becomes an extra grouping key, so runs on different models never average together.
+_CONTEXT = ("dataset", "model", "batch_size", "precision", "base_optimizer", "adaptive", "device")
+
+
+def as_study(study: Study | str | Path) -> Study:
+    """A Study from a Study or a study directory path."""
+    return study if isinstance(study, Study) else load(study)
+
+
+def context_keys(trials: pd.DataFrame) -> list[str]:
+    """The context settings that take more than one value among ``trials``."""
+    return [c for c in _CONTEXT if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+
+
+def optimizer_order(values: pd.Series | list[str]) -> list[str]:
+    """Optimizers present in ``values``, canonical ones first."""
+    present = {str(v) for v in pd.Series(values).dropna().unique()}
+    return [o for o in OPTIMIZER_ORDER if o in present] + sorted(present - set(OPTIMIZER_ORDER))
+
+
+def is_fraction(values: pd.Series) -> bool:
+    """Whether an accuracy column is stored as a fraction (all finite values ≤ 1)."""
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(finite)) and bool((finite.abs() <= 1.0).all())
+
+
+def _sort_optimizers(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows sorted by ``keys`` with optimizers in canonical rather than alphabetical order."""
+    if frame.empty or "optimizer" not in frame.columns:
+        return frame.reset_index(drop=True)
+    rank = {o: i for i, o in enumerate(optimizer_order(frame["optimizer"]))}
+    ranked = frame.assign(_rank=frame["optimizer"].map(rank).astype("float64"))
+    by = [
+        "_rank" if k == "optimizer" else k for k in keys if k in ranked.columns or k == "optimizer"
+    ]
+    return ranked.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+# -- degradation -----------------------------------------------------------
+
+
+def degradation_table(
+    study: Study | str | Path,
+    metric: str = "test_acc",
+    *,
+    statuses: tuple[str, ...] = ("finished",),
+    percent: bool | None = None,
+) -> pd.DataFrame:
+    """Final ``metric`` per optimizer and k over seeds (multi-step degradation).
+
+    One row per (context, optimizer, steps): ``mean``, ``std`` (sample, ddof=1),
+    ``n`` (trials), ``ci95`` (half-width of the t-interval of the mean;
+    NaN for n < 2). Only trials with a status in ``statuses`` count.
+
+    Args:
+        study: a Study or a study directory.
+        metric: a metric of the contract; its ``final_`` column of ``.trials``
+            is used (or the column itself when ``.trials`` has it).
+        statuses: trial states that count.
+        percent: scale by 100 (None: when the metric is an accuracy stored as
+            a fraction). ``attrs["unit"]`` says which.
+
+    Returns:
+        The long table; :func:`degradation_layout` turns it into the paper's layout.
+    """
+    s = as_study(study)
+    trials = s.trials
+    col = f"final_{metric}" if f"final_{metric}" in trials.columns else metric
+    if col not in trials.columns:
+        raise AnalysisError(f"unknown metric {metric!r}")
+    t = trials[trials["status"].isin(statuses)]
+    keys = [*context_keys(trials), "optimizer", "steps"]
+    keys = [k for k in keys if k in trials.columns]
+    if percent is None:
+        percent = "acc" in metric and is_fraction(trials[col])
+    scale = 100.0 if percent else 1.0
+    values = t[col].astype("float64") * scale
+    grouped = values.groupby([t[k] for k in keys], observed=True, dropna=False)
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    out["n"] = out["n"].astype("Int64")
+    out["ci95"] = [_t_half_width(sd, n) for sd, n in zip(out["std"], out["n"], strict=True)]
+    out = _sort_optimizers(out, keys)
+    out.attrs.update(metric=metric, column=col, unit="%" if percent else "", statuses=statuses)
+    return out
+
+
+def _t_half_width(sd: float, n: int) -> float:
+    if n is pd.NA or n < 2 or not np.isfinite(sd):
+        return math.nan
+    from scipy.stats import t as student_t  # scipy comes with scikit-learn
+
+    return float(student_t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def degradation_layout(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """The paper's layout: rows optimizer, columns k, cells ``mean ± std``.
+
+    Args:
+        table: the output of :func:`degradation_table`.
+        digits: decimals shown.
+
+    Returns:
+        A frame of strings indexed by (context…, optimizer) with one column per k.
+    """
+    if table.empty:
+        return pd.DataFrame()
+    rows = [c for c in table.columns if c not in ("steps", "mean", "std", "n", "ci95")]
+
+    def cell(r: pd.Series) -> str:
+        if pd.isna(r["mean"]):
+            return "–"
+        sd = "–" if pd.isna(r["std"]) else f"{r['std']:.{digits}f}"
+        return f"{r['mean']:.{digits}f} ± {sd}"
+
+    cells = table.assign(cell=table.apply(cell, axis=1), k=table["steps"].map(_k_label))
+    wide = cells.pivot(index=rows, columns="k", values="cell")
+    # "k=–" holds runs without ascent steps (plain SGD when the study leaves k unset).
+    ks = ["k=–"] if table["steps"].isna().any() else []
+    ks += [_k_label(k) for k in sorted(table["steps"].dropna().unique())]
+    wide = wide[ks]
+    # Rows in the table's order (canonical optimizers), not pivot's alphabetical one.
+    first_seen = table[rows].drop_duplicates()
+    order = first_seen.iloc[:, 0] if len(rows) == 1 else pd.MultiIndex.from_frame(first_seen)
+    wide = wide.reindex(order)
+    wide.columns.name = None
+    return wide.fillna("–")
+
+
+def _k_label(k: object) -> str:
+    return "k=–" if pd.isna(k) else f"k={k}"
+
+
+# -- overhead --------------------------------------------------------------
+
+
+def _overhead_groups(s: Study) -> tuple[pd.DataFrame, list[str]]:
+    """``.epochs`` with a ``refresh`` grouping label, and the group keys.
+
+    Trials that never probe share the label ``n/a`` so that, say, SAM trials
+    do not split by a refresh setting they ignore.
+    """
+    trials = s.trials
+    probes = trials["optimizer"].eq("xsam").fillna(False) | trials["n_refreshes"].gt(0)
+    if "diagnostics" in trials.columns:
+        probes |= trials["diagnostics"].fillna(False).astype(bool)
+    # A probing trial whose config leaves the refresh setting to the trial
+    # layer's default shows "default".
+    label = trials["refresh"].astype("string").fillna("default").where(probes.to_numpy(), "n/a")
+    ctx = context_keys(trials)
+    extra = trials[["trial_id", *ctx]].assign(refresh_group=label.to_numpy())
+    ep = s.epochs
+    ep = ep.drop(columns=[c for c in ctx if c in ep.columns]).merge(extra, on="trial_id")
+    keys = [*ctx, "optimizer", "steps", "refresh_group"]
+    return ep, [k for k in keys if k in ep.columns]
+
+
+def overhead_table(study: Study | str | Path) -> pd.DataFrame:
+    """Seconds per epoch of each timed phase, per (context, optimizer, k, refresh).
+
+    Every value is a sum over the group's rows of ``.epochs`` divided by the
+    number of those rows (``n_epochs``): ``time_<phase>`` for each of
+    :data:`PHASES`, ``time_other`` (``time_epoch`` minus the phases: setup,
+    logging, untimed work) and ``time_epoch``; ``n_forward``, ``n_backward``,
+    ``n_probe_forward`` and ``n_refresh`` likewise per epoch. All epochs of
+    all trials count, whatever the trial's status.
+    """
+    s = as_study(study)
+    ep, keys = _overhead_groups(s)
+    cols = [f"time_{p}" for p in PHASES] + ["time_epoch"]
+    counts = ["n_forward", "n_backward", "n_probe_forward", "n_refresh"]
+    if ep.empty:
+        out = pd.DataFrame(columns=[*keys, "n_trials", "n_epochs", *cols, "time_other", *counts])
+        return out.rename(columns={"refresh_group": "refresh"})
+    g = ep.groupby(keys, observed=True, dropna=False)
+    out = g.agg(n_trials=("trial_id", "nunique"), n_epochs=("epoch", "size"))
+    for c in cols + counts:
+        # min_count=1: a phase nobody timed stays NaN instead of becoming 0.
+        out[c] = g[c].sum(min_count=1).astype("float64") / out["n_epochs"]
+    phases = out[[f"time_{p}" for p in PHASES]].sum(axis=1, min_count=1)
+    out["time_other"] = out["time_epoch"] - phases
+    out = out.reset_index().rename(columns={"refresh_group": "refresh"})
+    order = [*[k if k != "refresh_group" else "refresh" for k in keys], "n_trials", "n_epochs"]
+    out = out[[*order, *cols[:-1], "time_other", "time_epoch", *counts]]
+    out["n_trials"] = out["n_trials"].astype("Int64")
+    out["n_epochs"] = out["n_epochs"].astype("Int64")
+    return _sort_optimizers(out, [k if k != "refresh_group" else "refresh" for k in keys])
+
+
+def overhead_ratio_table(study: Study | str | Path, baseline: str = "sam") -> pd.DataFrame:
+    """XSAM against SAM (same context and k): time ratio, measured extra cost, floor.
+
+    One row per XSAM group of :func:`overhead_table` that has a ``baseline``
+    group with the same context and ``steps``. Columns:
+
+    - ``refreshes_per_epoch``: α refreshes per epoch (measured).
+    - ``sam_time_epoch``, ``xsam_time_epoch``: seconds per epoch.
+    - ``ratio`` = xsam / sam; ``extra_s`` = xsam − sam; ``extra_pct`` = 100·extra/sam.
+    - ``probe_forward_per_epoch``: probe forwards per epoch (grid points × refreshes).
+    - ``forward_s``: measured seconds per probe forward = Σ time_probe / Σ n_probe_forward
+      over the XSAM group's epochs (a no-grad forward on one minibatch, with
+      forming θ0 + ρm·v(α)).
+    - ``floor_s`` = probe_forward_per_epoch × forward_s: what the extra forwards
+      alone cost per epoch; ``floor_pct`` = 100·floor/sam. XSAM cannot cost less
+      than SAM + floor; ``extra_pct − floor_pct`` is the cost of everything else
+      (computing v0, v1, ψ and v(α*), bookkeeping).
+    """
+    s = as_study(study)
+    table = overhead_table(s)
+    ctx = [c for c in context_keys(s.trials) if c in table.columns]
+    cols = [
+        *ctx,
+        "steps",
+        "refresh",
+        "refreshes_per_epoch",
+        "sam_time_epoch",
+        "xsam_time_epoch",
+        "ratio",
+        "extra_s",
+        "extra_pct",
+        "probe_forward_per_epoch",
+        "forward_s",
+        "floor_s",
+        "floor_pct",
+    ]
+    base = table[table["optimizer"] == baseline]
+    xsam = table[table["optimizer"] == "xsam"]
+    if base.empty or xsam.empty:
+        return pd.DataFrame(columns=cols)
+    join = [*ctx, "steps"]
+    base = base.groupby(join, dropna=False)["time_epoch"].mean().rename("sam_time_epoch")
+    out = xsam.merge(base.reset_index(), on=join, how="inner")
+    if out.empty:
+        return pd.DataFrame(columns=cols)
+    out = out.rename(columns={"time_epoch": "xsam_time_epoch"})
+    out["refreshes_per_epoch"] = out["n_refresh"]
+    out["ratio"] = out["xsam_time_epoch"] / out["sam_time_epoch"]
+    out["extra_s"] = out["xsam_time_epoch"] - out["sam_time_epoch"]
+    out["extra_pct"] = 100.0 * out["extra_s"] / out["sam_time_epoch"]
+    out["probe_forward_per_epoch"] = out["n_probe_forward"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fwd = out["time_probe"] / out["n_probe_forward"]
+    out["forward_s"] = fwd.where(out["n_probe_forward"] > 0)
+    out["floor_s"] = (out["probe_forward_per_epoch"] * out["forward_s"]).where(
+        out["n_probe_forward"] > 0, 0.0
+    )
+    out["floor_pct"] = 100.0 * out["floor_s"] / out["sam_time_epoch"]
+    out = out[cols].sort_values(["steps", "refreshes_per_epoch"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+# -- fidelity --------------------------------------------------------------
+
+
+def refresh_losses(study: Study | str | Path) -> pd.DataFrame:
+    """One row per α refresh: L(v0) = L(α=0), L(v1) = L(α=1), L(v(α*)), α*, ψ.
+
+    From ``.probes`` (every refresh). Without saved curves it falls back to the
+    ``probe_loss_*`` columns of ``.epochs`` (the last refresh of each epoch).
+    """
+    s = as_study(study)
+    keys = [c for c in s.probes.columns if c not in ("alpha", "loss", "is_star")]
+    pr = s.probes
+    cols = ["trial_id", "epoch", "step", "loss_v0", "loss_v1", "loss_best", "alpha_star", "psi"]
+    if not pr.empty:
+        g = pr.groupby(["trial_id", "refresh_index"], sort=False)
+        first = g[[c for c in keys if c not in ("trial_id", "refresh_index")]].first()
+        out = first.assign(
+            loss_v0=g.apply(lambda d: _loss_at(d, 0.0), include_groups=False),
+            loss_v1=g.apply(lambda d: _loss_at(d, 1.0), include_groups=False),
+            loss_best=g.apply(_loss_star, include_groups=False),
+        )
+        return out.reset_index()
+    ep = s.epochs
+    ep = ep[ep["alpha_refreshed"].fillna(False).astype(bool)]
+    out = ep.rename(
+        columns={
+            "probe_loss_v0": "loss_v0",
+            "probe_loss_v1": "loss_v1",
+            "probe_loss_best": "loss_best",
+            "alpha": "alpha_star",
+        }
+    )
+    extra = [c for c in out.columns if c in s.key_columns]
+    return out[[*cols[:1], *extra, *cols[1:]]].reset_index(drop=True)
+
+
+def _loss_at(d: pd.DataFrame, alpha: float) -> float:
+    """Loss at the grid point nearest ``alpha`` (NaN when none lies within half a step)."""
+    a = d["alpha"].to_numpy(dtype="float64")
+    if not len(a):
+        return math.nan
+    i = int(np.nanargmin(np.abs(a - alpha)))
+    step = np.min(np.diff(np.sort(a))) if len(a) > 1 else math.inf
+    return float(d["loss"].iloc[i]) if abs(a[i] - alpha) <= step / 2 + 1e-9 else math.nan
+
+
+def _loss_star(d: pd.DataFrame) -> float:
+    star = d[d["is_star"].fillna(False).astype(bool)]
+    return float(star["loss"].iloc[0]) if len(star) else float(d["loss"].max())
+
+
+def fidelity_table(study: Study | str | Path) -> pd.DataFrame:
+    """Proposition 1, counted: per (context, optimizer, k) over all refreshes,
+    ``share_v1_gt_v0`` (L(v1) > L(v0)) and ``share_best_gt_v1`` (L(v(α*)) >
+    L(v1), i.e. some α ≠ 1 ascends higher than SAM's direction), with
+    ``n_refreshes`` and the mean α*."""
+    s = as_study(study)
+    rl = refresh_losses(s)
+    keys = [*context_keys(s.trials), "optimizer", "steps"]
+    cols = [*keys, "n_refreshes", "share_v1_gt_v0", "share_best_gt_v1", "mean_alpha_star"]
+    if rl.empty:
+        return pd.DataFrame(columns=cols)
+    info = s.trials[["trial_id", *[k for k in keys if k in s.trials.columns]]]
+    rl = rl[[c for c in rl.columns if c not in keys]].merge(info, on="trial_id")
+    keys = [k for k in keys if k in rl.columns]
+    rl = rl.assign(
+        v1_gt_v0=(rl["loss_v1"] > rl["loss_v0"])
+        .astype("float64")
+        .where(rl[["loss_v0", "loss_v1"]].notna().all(axis=1)),
+        best_gt_v1=(rl["loss_best"] > rl["loss_v1"])
+        .astype("float64")
+        .where(rl[["loss_best", "loss_v1"]].notna().all(axis=1)),
+    )
+    g = rl.groupby(keys, observed=True, dropna=False)
+    out = g.agg(
+        n_refreshes=("trial_id", "size"),
+        share_v1_gt_v0=("v1_gt_v0", "mean"),
+        share_best_gt_v1=("best_gt_v1", "mean"),
+        mean_alpha_star=("alpha_star", "mean"),
+    ).reset_index()
+    out["n_refreshes"] = out["n_refreshes"].astype("Int64")
+    return _sort_optimizers(out[cols], keys)

@@ -1,0 +1,284 @@
+"""The ``results``, ``plot`` and ``report`` subcommands of ``xsam-tune``.
+
+``study/cli.py`` owns the ``xsam-tune`` parser and calls :func:`add_parsers`;
+each subcommand's ``func`` takes the parsed Namespace and returns an exit
+code, and raises :class:`analysis.AnalysisError` on bad input (the caller
+prints it as one line and exits with 2). :func:`main` does the same on its
+own (``python -m analysis results DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis._errors import AnalysisError
+from analysis._report import write_report
+from analysis._results import DEFAULT_STALE_AFTER, Study, load
+from analysis.plots import FORMATS as FIGURE_FORMATS
+from analysis.plots import KINDS, plot
+
+__all__ = ["OUTPUT_FORMATS", "add_parsers", "main", "select"]
+
+#: ``results --format`` choices.
+OUTPUT_FORMATS: tuple[str, ...] = ("table", "csv", "parquet", "json")
+
+# Columns ``--format table`` shows when --columns is not given (the files get all).
+_TABLE_COLUMNS = {
+    "trials": (
+        "trial_id",
+        "status",
+        "@keys",
+        "epochs_done",
+        "objective",
+        "best_test_acc",
+        "time_total_s",
+    ),
+    "epochs": (
+        "trial_id",
+        "@keys",
+        "epoch",
+        "train_loss",
+        "test_loss",
+        "test_acc",
+        "alpha",
+        "time_epoch",
+    ),
+    "probes": ("trial_id", "@keys", "refresh_index", "epoch", "alpha", "loss", "alpha_star"),
+}
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``results``, ``plot`` and ``report`` on an argparse subparsers object.
+
+    Args:
+        subparsers: what ``ArgumentParser.add_subparsers()`` returned.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("dir", metavar="DIR", help="study directory (<storage>/<name>)")
+    common.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_AFTER,
+        metavar="SECONDS",
+        help="an incomplete trial counts as interrupted, not running, when no study file "
+        "changed for this long and study.json has no finished_at (default %(default)g)",
+    )
+
+    p = subparsers.add_parser(
+        "results",
+        parents=[common],
+        help="print or export a study's results as a table",
+        description="One row per trial (default), per trial and epoch (--epochs) or per "
+        "α refresh and grid point (--probes).",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--epochs",
+        dest="table",
+        action="store_const",
+        const="epochs",
+        default="trials",
+        help="one row per trial and epoch",
+    )
+    which.add_argument(
+        "--probes",
+        dest="table",
+        action="store_const",
+        const="probes",
+        help="one row per α refresh and grid point (the L(α) curves)",
+    )
+    p.add_argument(
+        "--query", metavar="EXPR", help="pandas query, e.g. \"status == 'finished' and steps > 1\""
+    )
+    p.add_argument(
+        "--sort",
+        metavar="COL",
+        help="sort by COL (several: a,b); descending: --desc or --sort=-COL",
+    )
+    p.add_argument("--desc", action="store_true", help="sort in descending order")
+    p.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="COL",
+        help="columns to keep, in order (space- or comma-separated)",
+    )
+    p.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default="table",
+        help="table (a short column set unless --columns), csv, parquet or json "
+        "(pandas table schema: rows under 'data'); the last three get every column",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=run_results)
+
+    p = subparsers.add_parser(
+        "plot",
+        parents=[common],
+        help="draw a study's figures (PNG and SVG)",
+        description=f"Kinds: {', '.join(KINDS)}.",
+    )
+    p.add_argument(
+        "--kind",
+        nargs="+",
+        default=["all"],
+        metavar="KIND",
+        help=f"all (default) or some of: {', '.join(KINDS)}",
+    )
+    p.add_argument(
+        "--format",
+        nargs="+",
+        default=list(FIGURE_FORMATS),
+        metavar="FMT",
+        help="file formats (default: png svg)",
+    )
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default DIR/figures)")
+    p.set_defaults(func=run_plot)
+
+    p = subparsers.add_parser(
+        "report",
+        parents=[common],
+        help="write a self-contained HTML report and a Markdown summary",
+    )
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default DIR/report)")
+    p.set_defaults(func=run_report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand on its own; bad input prints one line and returns 2."""
+    parser = argparse.ArgumentParser(prog="xsam-tune", description="Study results.")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AnalysisError as exc:
+        print(f"xsam-tune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- results ---------------------------------------------------------------
+
+
+def select(
+    frame: pd.DataFrame,
+    *,
+    query: str | None = None,
+    sort: str | None = None,
+    descending: bool = False,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Filter, sort and cut a result frame the way ``xsam-tune results`` does.
+
+    Raises:
+        AnalysisError: an unknown column or a query pandas cannot evaluate.
+    """
+    out = frame
+    if query:
+        try:
+            out = out.query(query)
+        except Exception as exc:  # pandas raises many types (NameError, SyntaxError, …)
+            raise AnalysisError(f"bad --query {query!r}: {exc}") from exc
+    if sort:
+        keys, ascending = [], []
+        for item in _split([sort]):
+            name = item[1:] if item.startswith("-") else item
+            _check_columns(out, [name])
+            keys.append(name)
+            ascending.append(not (descending or item.startswith("-")))
+        out = out.sort_values(keys, ascending=ascending, kind="stable", na_position="last")
+    if columns:
+        cols = _split(columns)
+        _check_columns(out, cols)
+        out = out[cols]
+    return out.reset_index(drop=True)
+
+
+def run_results(args: argparse.Namespace) -> int:
+    """``xsam-tune results``."""
+    s = load(args.dir, stale_after=args.stale_after)
+    frame = select(
+        s.frame(args.table),
+        query=args.query,
+        sort=args.sort,
+        descending=args.desc,
+        columns=args.columns,
+    )
+    if args.format == "table" and not args.columns:
+        frame = frame[_table_columns(s, args.table, frame)]
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "parquet":
+        if out is None:
+            raise AnalysisError("--format parquet needs -o FILE")
+        frame.to_parquet(out, index=False)
+    elif args.format == "csv":
+        text = frame.to_csv(index=False)
+        _emit(text, out)
+    elif args.format == "json":
+        # Table schema: the rows under "data", the dtypes under "schema", so
+        # pd.read_json(f, orient="table") restores the frame exactly (plain
+        # records would let pandas read a trial id like 702e9_00000 as a float).
+        text = frame.to_json(orient="table", index=False, force_ascii=False)
+        _emit(text + "\n", out)
+    else:
+        text = frame.to_string(index=False, na_rep="–") if len(frame) else "(no rows)"
+        _emit(text + "\n", out)
+    return 0
+
+
+def _table_columns(s: Study, table: str, frame: pd.DataFrame) -> list[str]:
+    cols: list[str] = []
+    for c in _TABLE_COLUMNS[table]:
+        cols += s.key_columns if c == "@keys" else [c]
+    cols = [
+        c if c in frame.columns or f"config_{c}" not in frame.columns else f"config_{c}"
+        for c in cols
+    ]
+    return [c for c in dict.fromkeys(cols) if c in frame.columns]
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def _split(items: Sequence[str]) -> list[str]:
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def _check_columns(frame: pd.DataFrame, names: Sequence[str]) -> None:
+    for name in names:
+        if name not in frame.columns:
+            near = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise AnalysisError(f"unknown column {name!r}{hint}")
+
+
+# -- plot and report -------------------------------------------------------
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """``xsam-tune plot``."""
+    s = load(args.dir, stale_after=args.stale_after)
+    for path in plot(s, args.kind, args.output, formats=_split(args.format)):
+        print(path)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``xsam-tune report``: prints the report's path."""
+    s = load(args.dir, stale_after=args.stale_after)
+    html_path, md_path = write_report(s, args.output)
+    print(f"report: {html_path}")
+    print(f"summary: {md_path}")
+    return 0

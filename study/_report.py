@@ -1,0 +1,160 @@
+"""Plain-text tables for the terminal: the dry run and the best trials."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from study._errors import show_value
+from study.config import StudyConfig
+from study.space import count_trials, describe_space, swept_grid
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Left-aligned text table; missing cells show as ``-``.
+
+    Args:
+        rows: One mapping per row.
+        columns: Column names, in order.
+
+    Returns:
+        The table, header first, without a trailing newline.
+    """
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def describe_study(cfg: StudyConfig) -> str:
+    """What ``xsam-tune run --dry-run`` prints: the settings, then the trial
+    list (grid) or the search space (random, optuna)."""
+    search = cfg.search
+    objective = ", ".join(f"{m.name} ({m.mode})" for m in cfg.metrics)
+    how = search.algorithm + (f", sampler {search.sampler}" if search.sampler else "")
+    if search.seed is not None:
+        how += f", seed {search.seed}"
+    lines = [
+        f"study {cfg.name}: {count_trials(cfg)} trials ({how})",
+        f"  objective: {objective}",
+        f"  scheduler: {cfg.scheduler.name}"
+        + (
+            f" (grace {cfg.scheduler.grace_period}, reduction {cfg.scheduler.reduction_factor}"
+            f", max_t {cfg.scheduler.max_t})"
+            if cfg.scheduler.name == "asha"
+            else ""
+        ),
+        f"  resources per trial: cpu {cfg.resources.cpu}, gpu {cfg.resources.gpu}"
+        + (
+            f"; at most {cfg.effective_concurrency()} at once"
+            if cfg.effective_concurrency()
+            else ""
+        ),
+        f"  storage: {cfg.storage}",
+        "  fixed: "
+        + (", ".join(f"{k}={_cell(v)}" for k, v in cfg.trial_settings().items()) or "(defaults)"),
+        "",
+    ]
+    if search.algorithm == "grid":
+        trials = swept_grid(cfg)
+        columns = ["#", *(p.name for p in cfg.space)]
+        lines.append(format_table([{"#": i, **t} for i, t in enumerate(trials)], columns))
+    else:
+        lines.append(format_table(describe_space(cfg), ["parameter", "distribution", "when"]))
+        for i, point in enumerate(search.points_to_evaluate):
+            first = "points_to_evaluate:" if i == 0 else " " * 19
+            lines.append(f"{first} {', '.join(f'{k}={_cell(v)}' for k, v in point.items())}")
+    return "\n".join(lines)
+
+
+def best_trials(results: Any, cfg: StudyConfig, top: int = 10) -> str:
+    """The best trials of a finished study as a table.
+
+    Sorted by the (first) metric; with several objectives the trials on the
+    Pareto front are marked ``*``.
+
+    Args:
+        results: A Ray Tune ``ResultGrid``.
+        cfg: The study.
+        top: Rows shown at most.
+
+    Returns:
+        The table, or a line saying that no trial reported anything.
+    """
+    names = [m.name for m in cfg.metrics]
+    swept = [p.name for p in cfg.space]
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        config = result.config or {}
+        row = {
+            "trial": metrics.get("trial_id") or _trial_id(result),
+            "status": "ERROR" if result.error else "ok",
+            "epochs": metrics.get("training_iteration"),
+            **{n: metrics.get(n) for n in names},
+            **{s: config.get(s) for s in swept},
+        }
+        rows.append(row)
+    if not rows:
+        return "no trials"
+    first = cfg.metrics[0]
+    sign = -1 if first.mode == "max" else 1
+
+    def key(row: Mapping[str, Any]) -> tuple[int, float]:
+        v = row.get(first.name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return (0, sign * v) if ok else (1, 0.0)
+
+    rows.sort(key=key)
+    columns = ["trial", "status", "epochs", *names, *swept]
+    if cfg.multi_objective:
+        front = _pareto(rows, cfg)
+        for i, row in enumerate(rows):
+            row["pareto"] = "*" if i in front else ""
+        columns.insert(0, "pareto")
+    shown = rows[:top]
+    title = f"best {len(shown)} of {len(rows)} trials by {first.name} ({first.mode})"
+    return title + "\n" + format_table(shown, columns)
+
+
+def _pareto(rows: Sequence[Mapping[str, Any]], cfg: StudyConfig) -> set[int]:
+    def vec(row: Mapping[str, Any]) -> list[float] | None:
+        out = []
+        for m in cfg.metrics:
+            v = row.get(m.name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                return None
+            out.append(-v if m.mode == "max" else v)  # lower is better
+        return out
+
+    vecs = [vec(r) for r in rows]
+    front = set()
+    for i, a in enumerate(vecs):
+        if a is None:
+            continue
+        dominated = any(
+            b is not None
+            and all(x <= y for x, y in zip(b, a, strict=True))
+            and any(x < y for x, y in zip(b, a, strict=True))
+            for b in vecs
+        )
+        if not dominated:
+            front.add(i)
+    return front
+
+
+def _trial_id(result: Any) -> str:
+    path = str(getattr(result, "path", "") or "")
+    return path.rstrip("/").rsplit("/", 1)[-1] if path else "?"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    return show_value(value, limit=40)

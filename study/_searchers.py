@@ -1,0 +1,208 @@
+"""Ray Tune searchers of the study layer.
+
+Module-level classes on purpose: Ray pickles the searcher into the study
+directory (``tuner.pkl`` and the searcher state) and unpickles it on resume,
+so it must be importable by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
+
+#: Journal file the Optuna mirror writes to instead of the one recorded in the
+#: searcher: set by ``resume_study`` (the study directory may have moved).
+journal_override: str | None = None
+
+
+class ListSearcher(Searcher):
+    """Hands out a fixed list of configurations in order, then finishes.
+
+    Used for spaces Ray Tune cannot express (conditional grids, conditional
+    random draws): the trials are listed beforehand, see :mod:`study.space`.
+
+    Args:
+        trials: The swept values of each trial.
+        metric: Metric name (informational; a list searcher does not learn).
+        mode: ``min``/``max``.
+    """
+
+    def __init__(
+        self,
+        trials: Sequence[dict[str, Any]],
+        metric: str | None = None,
+        mode: str | None = None,
+    ) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._trials = [dict(t) for t in trials]
+        self._next = 0
+        self._given: dict[str, int] = {}
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """Accept the Tuner's metric/mode; the fixed settings come from ``param_space``."""
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next listed configuration, or ``FINISHED`` after the last one."""
+        if trial_id in self._given:
+            return dict(self._trials[self._given[trial_id]])
+        if self._next >= len(self._trials):
+            return Searcher.FINISHED
+        self._given[trial_id] = self._next
+        self._next += 1
+        return dict(self._trials[self._given[trial_id]])
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Nothing to learn from a result."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the list and how far it was handed out."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"trials": self._trials, "next": self._next, "given": self._given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Read what :meth:`save` wrote."""
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self._trials, self._next, self._given = state["trials"], state["next"], state["given"]
+
+
+class JournaledOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that mirrors its Optuna study into a journal file.
+
+    Ray keeps the Optuna study in memory and pickles it with the searcher,
+    which is what resuming needs and survives the study directory being
+    moved. For ``optuna-dashboard <study dir>/optuna.journal`` the finished
+    trials are also appended to an Optuna ``JournalStorage`` file after each
+    trial completes. A failure to write the mirror is logged, never fatal.
+
+    Args:
+        *args: Passed to ``OptunaSearch``.
+        journal_path: Local journal file (None: no mirror).
+        journal_study: Name of the study in the journal.
+        journal_upload: URI of a copy of the journal, for remote storage.
+        **kwargs: Passed to ``OptunaSearch``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        journal_path: str | None = None,
+        journal_study: str = "xsam-tune",
+        journal_upload: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._journal_path = journal_path
+        self._journal_study = journal_study
+        self._journal_upload = journal_upload
+
+    @property
+    def journal_path(self) -> str | None:
+        """Where the mirror is written (the resume override wins)."""
+        return journal_override or self._journal_path
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Tell Optuna (as ``OptunaSearch`` does), then update the mirror."""
+        super().on_trial_complete(trial_id, result=result, error=error)
+        self.write_journal()
+
+    def write_journal(self) -> None:
+        """Append the finished trials not yet in the journal file."""
+        path = self.journal_path
+        if not path or self._ot_study is None:
+            return
+        try:
+            _mirror_study(self._ot_study, path, self._journal_study, self._ray_ids(), self.metric)
+            if self._journal_upload and journal_override is None:
+                _upload(path, self._journal_upload)
+        except Exception as exc:  # the dashboard file must never stop a study
+            logger.warning("could not write the Optuna journal %s: %s", path, exc)
+
+    def _ray_ids(self) -> dict[int, str]:
+        return {t.number: trial_id for trial_id, t in self._ot_trials.items()}
+
+
+def _mirror_study(source: Any, path: str, name: str, ray_ids: dict[int, str], metric: Any) -> None:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(path))
+    target = optuna.create_study(
+        storage=storage, study_name=name, directions=source.directions, load_if_exists=True
+    )
+    if not target.metric_names and metric:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, still is
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            target.set_metric_names(list(metric) if isinstance(metric, list) else [metric])
+    copied = {t.user_attrs.get("ray_number") for t in target.get_trials(deepcopy=False)}
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    for t in source.get_trials(deepcopy=False, states=finished):
+        if t.number in copied:
+            continue
+        attrs = {**t.user_attrs, "ray_number": t.number}
+        if t.number in ray_ids:
+            attrs["ray_trial_id"] = ray_ids[t.number]
+        target.add_trial(
+            optuna.trial.create_trial(
+                state=t.state,
+                values=t.values if t.state == TrialState.COMPLETE else None,
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs=attrs,
+                intermediate_values=t.intermediate_values,
+            )
+        )
+
+
+def _upload(local: str, uri: str) -> None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    with open(local, "rb") as src, fs.open_output_stream(path) as dst:
+        dst.write(src.read())
+
+
+class TrialDirname:
+    """Names a trial folder ``<trial id>_<swept values>`` (Ray's default lists
+    every setting, fixed ones too, and cuts the names off).
+
+    Args:
+        swept: The swept parameter names, in study-file order.
+    """
+
+    def __init__(self, swept: Sequence[str]) -> None:
+        self.swept = tuple(swept)
+
+    def __call__(self, trial: Any) -> str:
+        """The folder name of a Ray Tune ``Trial``."""
+        parts = [f"{key}={_short(trial.config[key])}" for key in self.swept if key in trial.config]
+        name = "_".join([trial.trial_id, ",".join(parts)]) if parts else trial.trial_id
+        return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)[:150]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

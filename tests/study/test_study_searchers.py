@@ -1,0 +1,89 @@
+"""The study layer's Ray Tune searchers, without running trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from study import _searchers, build_tune_space, parse_study
+from study._searchers import JournaledOptunaSearch, ListSearcher, TrialDirname
+
+
+def _load(path: Path, name: str) -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def test_list_searcher_hands_out_the_list_then_finishes(tmp_path: Path) -> None:
+    searcher = ListSearcher([{"a": 1}, {"a": 2}])
+    assert searcher.set_search_properties("test_acc", "max", {})
+    assert searcher.suggest("t1") == {"a": 1}
+    assert searcher.suggest("t1") == {"a": 1}  # asked again: same trial, same config
+    searcher.save(str(tmp_path / "state.pkl"))
+    again = ListSearcher([])
+    again.restore(str(tmp_path / "state.pkl"))
+    assert again.suggest("t2") == {"a": 2}
+    assert again.suggest("t3") == ListSearcher.FINISHED
+
+
+def test_optuna_journal_mirror(base: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+    base["search"] = {"algorithm": "optuna", "num_samples": 3, "seed": 0}
+    base["space"] = {
+        "optimizer": {"choice": ["sam", "xsam"]},
+        "rho_max": {"uniform": [0.1, 1.0], "when": {"optimizer": "xsam"}},
+    }
+    space = build_tune_space(parse_study(base)).optuna_space
+    journal = tmp_path / "optuna.journal"
+    searcher = JournaledOptunaSearch(
+        space=space, metric="test_acc", mode="max", journal_path=str(journal), journal_study="s"
+    )
+    config = searcher.suggest("t1")
+    assert ("rho_max" in config) == (config["optimizer"] == "xsam")
+    searcher.on_trial_complete("t1", {"test_acc": 0.5, "training_iteration": 3})
+    searcher.suggest("t2")
+    searcher.on_trial_complete("t2", None, error=True)
+    trials = _load(journal, "s").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
+    assert trials[0].value == 0.5 and trials[0].user_attrs["ray_trial_id"] == "t1"
+
+    # a resumed study writes where resume_study says (the directory may have moved)
+    moved = tmp_path / "moved.journal"
+    monkeypatch.setattr(_searchers, "journal_override", str(moved))
+    searcher.suggest("t3")
+    searcher.on_trial_complete("t3", {"test_acc": 0.7, "training_iteration": 3})
+    assert len(_load(moved, "s").trials) == 3 and len(_load(journal, "s").trials) == 2
+
+
+def test_a_broken_journal_does_not_stop_the_study(base: dict[str, Any], tmp_path: Path) -> None:
+    base["search"] = {"algorithm": "optuna", "num_samples": 3}
+    base["space"] = {"optimizer": {"choice": ["sam", "xsam"]}}
+    space = build_tune_space(parse_study(base)).optuna_space
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    searcher = JournaledOptunaSearch(
+        space=space, metric="test_acc", mode="max", journal_path=str(blocker / "optuna.journal")
+    )
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", {"test_acc": 0.5, "training_iteration": 1})  # logs only
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        ({"optimizer": "sgd", "seed": 0, "epochs": 3}, "abc_optimizer=sgd,seed=0"),
+        ({"optimizer": "xsam", "rho": 0.123456, "seed": 1}, "abc_optimizer=xsam,rho=0.1235,seed=1"),
+        ({"epochs": 3}, "abc"),
+    ],
+)
+def test_trial_folder_names(config: dict[str, Any], name: str) -> None:
+    class Trial:
+        trial_id = "abc"
+
+    trial = Trial()
+    trial.config = config  # type: ignore[attr-defined]
+    assert TrialDirname(["optimizer", "steps", "rho", "seed"])(trial) == name

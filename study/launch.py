@@ -27,6 +27,7 @@ from typing import Any
 
 from study._errors import StudyConfigError, StudyLaunchError
 from study._state import cache_dir, record_last_study
+from study._trial import trial_defaults
 from study._yaml import dump_yaml, load_yaml
 from study.config import StudyConfig, parse_study
 from study.space import TuneSpace, build_tune_space, count_trials
@@ -484,6 +485,8 @@ def _study_info(
         "scheduler": spec["scheduler"],
         "space": spec["space"],
         "trial": spec["trial"],
+        # analysis cannot import the trial layer: it reads unset keys' defaults here
+        "trial_defaults": trial_defaults(),
         "resources": spec["resources"],
         "num_trials": count_trials(cfg),
         "source": cfg.source,
@@ -518,11 +521,14 @@ def is_complete(results: Any, cfg: StudyConfig) -> bool:
 
 
 def _finish(study_dir: str, results: Any, cfg: StudyConfig) -> None:
-    """Record the end of a study in ``study.json`` unless it was interrupted."""
-    if not is_complete(results, cfg):
-        return  # stays resumable: no finished_at
+    """Record in ``study.json`` how the study ended: finished, or interrupted (resumable)."""
+    complete = is_complete(results, cfg)
 
     def finish(info: dict[str, Any]) -> None:
+        if not complete:  # Ctrl-C: analysis shows the open trials as interrupted, not running
+            info["interrupted_at"] = _now()
+            return
+        info.pop("interrupted_at", None)
         info["finished_at"] = _now()
         info["trials"] = {"total": len(results), "errors": results.num_errors}
 
@@ -531,6 +537,7 @@ def _finish(study_dir: str, results: Any, cfg: StudyConfig) -> None:
 
 def _mark_resumed(info: dict[str, Any], command: Sequence[str] | None) -> None:
     info.pop("finished_at", None)
+    info.pop("interrupted_at", None)
     info.setdefault("resumed", []).append(
         {"at": _now(), "command": list(sys.argv if command is None else command)}
     )

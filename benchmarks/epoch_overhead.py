@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables.data import Dataset, PaperAugment
-from trainables.loop import Trial
+from trainables.loop import TIME_COLUMNS, Trial
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -118,15 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['xsam_over_sam_pct']:+.2f}% | {r['floor_pct']:.2f}% |"
         )
     print("\nphase breakdown (s per epoch, timing on):")
-    cols = (
-        "time_ascent",
-        "time_descent",
-        "time_probe",
-        "time_update",
-        "time_data",
-        "time_eval",
-        "time_epoch",
-    )
+    cols = TIME_COLUMNS
     print("| model | optimizer | " + " | ".join(c[5:] for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for r in results:

@@ -38,6 +38,17 @@ from trainables.optim import (
 
 __all__ = ["METRICS", "ConfigError", "Trial", "run_trial", "validate_trial_config"]
 
+#: The cost columns of a row: seconds per epoch of each phase, and the whole epoch.
+TIME_COLUMNS = (
+    "time_ascent",
+    "time_descent",
+    "time_probe",
+    "time_update",
+    "time_data",
+    "time_eval",
+    "time_epoch",
+)
+
 #: The metrics row of docs/contract.md, in order: the contract with `analysis`.
 METRICS = (
     "epoch",
@@ -58,22 +69,7 @@ METRICS = (
     "probes",
     "n_forward",
     "n_backward",
-    "time_ascent",
-    "time_descent",
-    "time_probe",
-    "time_update",
-    "time_data",
-    "time_eval",
-    "time_epoch",
-)
-TIME_COLUMNS = (
-    "time_ascent",
-    "time_descent",
-    "time_probe",
-    "time_update",
-    "time_data",
-    "time_eval",
-    "time_epoch",
+    *TIME_COLUMNS,
 )
 
 # Datasets stay loaded across trials of one process (Ray reuses actors).
@@ -309,8 +305,8 @@ class Trial:
             "n_forward": counts["forward"],
             "n_backward": counts["backward"],
         }
-        for name in ("ascent", "descent", "probe", "update", "data", "eval"):
-            row[f"time_{name}"] = times.get(name, 0.0)
+        for column in TIME_COLUMNS[:-1]:
+            row[column] = times.get(column.removeprefix("time_"), 0.0)
         row["time_epoch"] = time.perf_counter() - epoch_start
         return row
 

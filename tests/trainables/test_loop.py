@@ -221,3 +221,19 @@ def test_bad_trial_settings_name_the_field(config: dict, field: str) -> None:
 def test_bf16_autocast_trains() -> None:
     rows = list(Trial({"optimizer": "xsam", "precision": "bf16", **FAST}).rows())
     assert all(math.isfinite(r["train_loss"]) for r in rows)
+
+
+def test_fp16_with_gradient_scaler_trains() -> None:
+    trial = Trial({"optimizer": "xsam", "precision": "fp16", "device": "cpu", **FAST})
+    rows = list(trial.rows())
+    assert trial.scaler is not None and trial.scaler.get_scale() > 0
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_dataloader_path_is_reproducible_and_complete() -> None:
+    config = fake_cifar(optimizer="sam", model="mlp", data_on_device=False, num_workers=0)
+    a, b = list(Trial(config).rows()), list(Trial(config).rows())
+    assert all(list(r) == list(METRICS) for r in a)
+    for x, y in zip(a, b, strict=True):
+        compare_rows(x, y)

@@ -26,9 +26,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The quickstart study, then its HTML report: `xsam-tune report` prints the
+# report's path (and the Markdown summary's). A failed run stops here.
 demo: install
 	$(BIN)/xsam-tune run configs/quickstart.yaml
-	$(BIN)/xsam-tune report $$($(BIN)/xsam-tune last-study)
+	dir="$$($(BIN)/xsam-tune last-study)" && $(BIN)/xsam-tune report "$$dir"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

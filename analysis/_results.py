@@ -119,8 +119,17 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     if isinstance(defaults, Mapping):
         # params.json holds what the study set; the driver may record the trial
         # layer's defaults for the rest (analysis cannot import the trial layer).
+        # A swept key a trial lacks was left unset by its `when` condition (sgd
+        # has no k): it stays missing rather than taking the default.
+        space = info.get("space")
+        swept = (
+            {re.split(r"[./]", str(k))[-1] for k in space}
+            if isinstance(space, (Mapping, list, tuple))
+            else set()
+        )
+        fill = {k: v for k, v in defaults.items() if k not in swept}
         for t in raw:
-            t.config = {**defaults, **t.config}
+            t.config = {**fill, **t.config}
     ended = any(k in info for k in _ENDED_KEYS)
     live = not ended and (time.time() - newest) <= stale_after
     return Study(root, info, spec_text, raw, live=live)

@@ -223,7 +223,8 @@ def overhead_ratio_table(study: Study | str | Path, baseline: str = "sam") -> pd
     """XSAM against SAM (same context and k): time ratio, measured extra cost, floor.
 
     One row per XSAM group of :func:`overhead_table` that has a ``baseline``
-    group with the same context and ``steps``. Columns:
+    group with the same context and ``steps`` (its runs without diagnostic
+    probes when there are any). Columns:
 
     - ``refreshes_per_epoch``: α refreshes per epoch (measured).
     - ``sam_time_epoch``, ``xsam_time_epoch``: seconds per epoch.
@@ -260,6 +261,11 @@ def overhead_ratio_table(study: Study | str | Path, baseline: str = "sam") -> pd
     if base.empty or xsam.empty:
         return pd.DataFrame(columns=cols)
     join = [*ctx, "steps"]
+    # Baseline runs with `diagnostics: true` pay for α probes too: where a
+    # context and k has plain runs (refresh "n/a"), compare with those only.
+    plain = base["refresh"].eq("n/a")
+    has_plain = plain.groupby([base[k] for k in join], dropna=False).transform("any")
+    base = base[plain | ~has_plain]
     base = base.groupby(join, dropna=False)["time_epoch"].mean().rename("sam_time_epoch")
     out = xsam.merge(base.reset_index(), on=join, how="inner")
     if out.empty:

@@ -1,10 +1,25 @@
-"""Session fixtures: one real (tiny) Ray Tune study directory, and a partial copy.
+"""Session fixtures: one real (tiny) study directory, and a partial copy of it.
 
-``build_study`` is the only place that makes the study. It runs a real Ray
-Tune study of a small function trainable that reports rows in exactly the
-format of docs/contract.md, and writes study.json/study.yaml as the driver
-does. When the real trainable and ``xsam-tune run`` land, replace its body by a
-call to the CLI on a tiny study file; the tests read only the directory.
+``build_study`` is the only place that makes the study. It writes a tiny study
+file and runs it through the real command line (``xsam-tune run``, i.e.
+``study.cli.main``) with the real trainable (``trainables.tune.train_trial``)
+on the suite's Ray instance: MNIST-1D, the 1-D CNN, 3 epochs. The tests read
+only the directory it leaves, exactly as a user's ``xsam-tune results DIR``.
+
+The study is a random search (``search.seed`` fixed) whose grids give every
+combination and whose distributions are drawn once per combination:
+
+* optimizer sgd/sam/xsam × k = 1, 2 (k for sam and xsam only) × seeds 0, 1;
+  ρ, ρm and the α-refresh period drawn per trial (importances, sensitivity);
+* ``diagnostics: true`` for sgd and sam at seed 0, so those trials save α
+  probe curves too (fidelity data beyond XSAM);
+* one more sgd trial at seed 1 with a huge learning rate: its loss is NaN in
+  the first epoch, so it ends ``diverged`` after one row;
+* one more sam k=2 seed-1 trial on ``tinyimagenet``, whose data directory is
+  empty: the worker raises ``DatasetError`` before the first epoch, so the
+  trial is ``errored`` (``max_failures: 0``: no retry) and the run exits 1.
+
+12 trials in all: 10 finished, 1 diverged, 1 errored.
 """
 
 from __future__ import annotations
@@ -12,11 +27,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 # Tests restate these numbers (12 trials, 3 epochs, …): keep them in step.
 STUDY_NAME = "tiny"
@@ -24,176 +42,103 @@ OPTIMIZERS = ("sgd", "sam", "xsam")
 STEPS = (1, 2)
 SEEDS = (0, 1)
 EPOCHS = 3
-DIVERGES = ("sgd", 2, 1)  # (optimizer, steps, seed): NaN loss in epoch 2
-RAISES = ("sam", 2, 1)  # raises in epoch 2 → errored
-
-SPACE = {
-    "optimizer": {"grid": list(OPTIMIZERS)},
-    "steps": {"grid": list(STEPS)},
-    "seed": {"grid": list(SEEDS)},
-    "rho": {"loguniform": [0.05, 0.5]},
-    "rho_max": {"uniform": [0.1, 0.5]},
-    "refresh_every": {"choice": [1, 2]},
-}
-FIXED = {
-    "dataset": "fake",
-    "model": "mlp",
-    "fake_shape": [1, 8, 8],
-    "epochs": EPOCHS,
-    "batch_size": 32,
-    "lr": 0.05,
-    "alpha_max": 2.0,
-    "alpha_delta": 0.1,
-    "alpha": 1.0,
-    "refresh_unit": "epoch",
-    "timing": True,
-    "device": "cpu",
-}
+LR = 0.05
+DIVERGE_LR = 1.0e6  # sgd, seed 1: NaN loss within the first epoch
+DIVERGES = {"optimizer": "sgd", "seed": 1, "lr": DIVERGE_LR}
+RAISES = {"optimizer": "sam", "steps": 2, "seed": 1, "dataset": "tinyimagenet"}
+DIAGNOSED = {"optimizer": ("sgd", "sam"), "seed": 0}  # α probes without stepping along them
+N_TRIALS = 12  # 10 finished, 1 diverged, 1 errored
 
 
-def _fake_trainable(config: dict) -> None:
-    """Rows in the contract's format with plausible values (self-contained: Ray
-    ships it to the workers by value)."""
-    import math
-    import random
-    import tempfile
+def study_spec(data_dir: Path) -> dict[str, Any]:
+    """The tiny study file as a mapping."""
+    return {
+        "name": STUDY_NAME,
+        "description": "analysis test study: sgd/sam/xsam x k x seeds on MNIST-1D",
+        "trial": {
+            "dataset": "mnist1d",
+            "model": "cnn1d",
+            "data_dir": str(data_dir),
+            "epochs": EPOCHS,
+            "batch_size": 500,
+            "lr": LR,
+            "alpha_max": 2.0,
+            "alpha_delta": 0.1,
+            "refresh_unit": "epoch",
+            "timing": True,
+            "device": "cpu",
+            "threads": 1,
+        },
+        "space": {
+            "optimizer": {"grid": list(OPTIMIZERS)},
+            "steps": {"grid": list(STEPS), "when": {"optimizer": ["sam", "xsam"]}},
+            "seed": {"grid": list(SEEDS)},
+            "rho": {"loguniform": [0.05, 0.5]},
+            "rho_max": {"uniform": [0.1, 0.5]},
+            "refresh_every": {"choice": [1, 2]},
+            "diagnostics": {
+                "grid": [True],
+                "when": {"optimizer": list(DIAGNOSED["optimizer"]), "seed": DIAGNOSED["seed"]},
+            },
+            "lr": {
+                "grid": [LR, DIVERGE_LR],
+                "when": {"optimizer": DIVERGES["optimizer"], "seed": DIVERGES["seed"]},
+            },
+            "dataset": {
+                "grid": ["mnist1d", RAISES["dataset"]],
+                "when": {k: RAISES[k] for k in ("optimizer", "steps", "seed")},
+            },
+        },
+        # random: the grids are walked in full, the distributions drawn per trial
+        "search": {"algorithm": "random", "num_samples": 1, "seed": 0},
+        "metric": {"name": "test_acc", "mode": "max"},
+        "scheduler": {"name": "none"},
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_failures": 0,
+        "checkpoint_every": 1,
+        "keep_checkpoints": 1,
+        "storage": "./studies",
+    }
 
-    from ray import tune
 
-    opt, k, seed = config["optimizer"], int(config["steps"]), int(config["seed"])
-    rng = random.Random(f"{opt}-{k}-{seed}")
-    base = {"sgd": 0.80, "sam": 0.83, "xsam": 0.85}[opt]
-    base += {"sgd": 0.0, "sam": -0.01, "xsam": 0.005}[opt] * (k - 1)
-    base -= 0.02 * math.log10(config["rho"] / 0.15) ** 2
-    n_steps, t_pass = 20, 0.01
-    alphas = [round(i * config["alpha_delta"], 10) for i in range(21)]
-    step, best, alpha, psi = 0, 0.0, (math.nan if opt == "sgd" else 1.0), math.nan
-    fid = (math.nan, math.nan, math.nan)
-    for epoch in range(1, config["epochs"] + 1):
-        if (opt, k, seed) == ("sam", 2, 1) and epoch == 2:
-            raise RuntimeError("simulated worker failure")
-        diverged = (opt, k, seed) == ("sgd", 2, 1) and epoch == 2
-        step += n_steps
-        acc = base - 0.2 * math.exp(-epoch) + rng.uniform(-0.005, 0.005)
-        if diverged:
-            acc = 0.1
-        best = max(best, acc)
-        probes = []
-        refreshed = opt == "xsam" and (epoch - 1) % int(config["refresh_every"]) == 0
-        if refreshed:
-            star = round(min(2.0, 0.8 + 0.1 * epoch + rng.choice([0.0, 0.1])), 1)
-            psi = 0.3 + rng.uniform(-0.05, 0.05)
-            losses = [1.0 + 0.5 / epoch * (1 - (a - star) ** 2 / 4) for a in alphas]
-            probes.append(
-                {
-                    "step": step - n_steps + 1,
-                    "epoch": epoch,
-                    "alphas": alphas,
-                    "losses": losses,
-                    "alpha": star,
-                    "psi": psi,
-                }
-            )
-            alpha = star
-            fid = (losses[0], losses[10], max(losses))
-        passes = 1 if opt == "sgd" else k + 1
-        jitter = 1 + rng.uniform(-0.05, 0.05)
-        t_asc = n_steps * (passes - 1) * t_pass * jitter
-        t_desc = n_steps * t_pass * jitter
-        t_probe = len(probes) * len(alphas) * t_pass / 3 * 1.1
-        t_upd = n_steps * (0.0015 if opt == "xsam" else 0.001)
-        t_data, t_eval = 0.02, 0.05
-        row = {
-            "epoch": epoch,
-            "lr": config["lr"] * 0.5 * (1 + math.cos(math.pi * epoch / config["epochs"])),
-            "train_loss": math.nan if diverged else 1.5 / epoch + rng.uniform(0, 0.01),
-            "train_acc": acc + 0.05,
-            "test_loss": math.nan if diverged else 1.6 / epoch + rng.uniform(0, 0.01),
-            "test_acc": acc,
-            "best_test_acc": best,
-            "diverged": diverged,
-            "alpha": alpha,
-            "alpha_refreshed": refreshed,
-            "psi": psi,
-            "probe_loss_v0": fid[0],
-            "probe_loss_v1": fid[1],
-            "probe_loss_best": fid[2],
-            "probes": probes,
-            "time_ascent": t_asc,
-            "time_descent": t_desc,
-            "time_probe": t_probe,
-            "time_update": t_upd,
-            "time_data": t_data,
-            "time_eval": t_eval,
-            "time_epoch": t_asc + t_desc + t_probe + t_upd + t_data + t_eval + 0.01,
-            "n_forward": n_steps * passes + len(probes) * len(alphas),
-            "n_backward": n_steps * passes,
-            "step": step,
-        }
-        with tempfile.TemporaryDirectory() as d:
-            Path(d, "state.json").write_text(json.dumps({"epoch": epoch}))
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
-        if diverged:
-            return
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def build_study(storage: Path) -> Path:
-    """Run the tiny study under ``storage`` and return its directory."""
-    import ray
-    from ray import tune
+    """Run the tiny study under ``storage`` with ``xsam-tune run`` and return
+    its directory (the suite's Ray instance is used when one is running)."""
+    from study.cli import main
+    from trainables.data import default_data_dir
 
+    work = storage.parent / f"{storage.name}-work"
+    data_dir = work / "data"
+    cached = default_data_dir() / "mnist1d" / "mnist1d.npz"
+    if cached.is_file():  # else the first trial generates it (a few seconds)
+        (data_dir / "mnist1d").mkdir(parents=True)
+        shutil.copy(cached, data_dir / "mnist1d" / "mnist1d.npz")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    spec = work / f"{STUDY_NAME}.yaml"
+    spec.write_text(yaml.safe_dump(study_spec(data_dir), sort_keys=False))
+    argv = ["run", str(spec), "--storage", str(storage), "--name", STUDY_NAME, "-q"]
+    out = StringIO()
+    # Keep `xsam-tune last-study` of the user's cache out of it.
+    with _env(XDG_CACHE_HOME=str(work / "cache")), redirect_stdout(out):
+        code = main(argv)
+    # 1: the study ran to the end and one trial failed (the tinyimagenet one).
+    assert code == 1, f"xsam-tune run exited {code}:\n{out.getvalue()}"
     study_dir = storage / STUDY_NAME
-    study_dir.mkdir(parents=True)
-    info = {
-        "name": STUDY_NAME,
-        "metric": {"name": "test_acc", "mode": "max"},
-        "search": {"algorithm": "random"},
-        "space": SPACE,
-        "command": "xsam-tune run tiny.yaml",
-        "versions": {"python": "3.11", "ray": ray.__version__},
-        "hardware": {"cpus": os.cpu_count(), "gpus": []},
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (study_dir / "study.yaml").write_text(
-        f"name: {STUDY_NAME}\nmetric: test_acc\nmode: max\nspace:\n"
-        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in SPACE.items())
-        + "trial:\n"
-        + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in FIXED.items())
-    )
-    (study_dir / "study.json").write_text(json.dumps(info, indent=2))
-    space = {
-        "optimizer": tune.grid_search(list(OPTIMIZERS)),
-        "steps": tune.grid_search(list(STEPS)),
-        "seed": tune.grid_search(list(SEEDS)),
-        "rho": tune.loguniform(0.05, 0.5),
-        "rho_max": tune.uniform(0.1, 0.5),
-        "refresh_every": tune.choice([1, 2]),
-        **FIXED,
-    }
-    # Workers cannot import this conftest: ship the trainable's module by value.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = not ray.is_initialized()  # the suite's ray_session fixture may own one
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        tuner = tune.Tuner(
-            # One CPU per trial and reused actors: starting workers dominates on 2 cores.
-            tune.with_resources(_fake_trainable, {"cpu": 1}),
-            param_space=space,
-            tune_config=tune.TuneConfig(metric="test_acc", mode="max", reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=STUDY_NAME,
-                storage_path=str(storage),
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
-        tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
-    info["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    (study_dir / "study.json").write_text(json.dumps(info, indent=2))
+    assert (study_dir / "study.json").exists() and (study_dir / "study.yaml").exists()
     return study_dir
 
 
@@ -218,6 +163,7 @@ def make_partial(src: Path, dst: Path) -> Path:
         shutil.rmtree(ckpt)
     (torn / "result.json").write_text("\n".join(torn_lines[:2]) + "\n" + torn_lines[2][:40])
     running = {one.name, fresh.name, torn.name}
+    marked = 0
     for f in dst.glob("experiment_state-*.json"):
         state = json.loads(f.read_text())
         for entry in state["trial_data"]:
@@ -225,7 +171,9 @@ def make_partial(src: Path, dst: Path) -> Path:
             if head.get("relative_logdir") in running:
                 head["status"] = "RUNNING"
                 entry[0] = json.dumps(head)
+                marked += 1
         f.write_text(json.dumps(state))
+    assert marked >= len(running), "Ray's experiment state no longer names trial folders"
     return dst
 
 

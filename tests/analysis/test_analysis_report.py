@@ -110,12 +110,13 @@ def test_report_is_complete_and_self_contained(
         "pandas (this report)",
         "ray (study run)",
         "Parameter importances",
-        "simulated worker failure",
+        "tinyimagenet is not in data directory",  # the errored trial's DatasetError
         "cpus",
     ):
         assert needle in text, needle
     md = md_path.read_text()
-    assert md.startswith("# tiny") and "| optimizer | k=1 | k=2 |" in md
+    assert md.startswith("# tiny") and "| dataset | optimizer | k=– | k=1 | k=2 |" in md
+    assert "10 finished, 1 diverged, 1 errored" in md
     assert str(html_path) in md
 
 

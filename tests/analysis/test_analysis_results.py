@@ -15,8 +15,23 @@ from analysis._schema import CONFIG_DTYPES, EPOCH_COLUMNS, PROBE_COLUMNS, TRIAL_
 
 pytestmark = pytest.mark.ray
 
-EPOCHS = 3  # the tiny study of conftest.py: sgd/sam/xsam × k 1, 2 × seeds 0, 1
+# The tiny study of conftest.py: sgd/sam/xsam × k 1, 2 (sam, xsam) × seeds 0, 1, one
+# more sgd trial with a huge lr (diverges) and one more sam one on an empty
+# tinyimagenet directory (errors); diagnostics for sgd and sam at seed 0.
+EPOCHS = 3
 N_TRIALS = 12
+SWEPT = [
+    "optimizer",
+    "steps",
+    "seed",
+    "rho",
+    "rho_max",
+    "refresh_every",
+    "diagnostics",
+    "lr",
+    "dataset",
+]
+RAISES_MESSAGE = "tinyimagenet is not in data directory"
 
 
 def _dtype_ok(series: pd.Series, dtype: str) -> bool:
@@ -41,36 +56,55 @@ def test_trials_hold_every_documented_column(study_dir: Path) -> None:
     for name in ("optimizer", "rho", "steps", "rho_max", "alpha_max", "refresh_every", "seed"):
         assert _dtype_ok(t[name], CONFIG_DTYPES[name]), (name, t[name].dtype)
     assert not any(c.startswith("config/") for c in t.columns)
-    assert list(t.columns[3:9]) == s.swept  # swept settings lead the config columns
+    # swept settings lead the config columns
+    assert list(t.columns[3 : 3 + len(s.swept)]) == s.swept
     assert set(t["refresh"]) <= {"1 epoch", "2 epoch"}
-    assert t["fake_shape"].iloc[0] == "[1, 8, 8]"  # lists as JSON text
+    # Unset keys come from study.json's trial defaults; lists as JSON text.
+    defaults = s.info["trial_defaults"]
+    assert t["fake_shape"].iloc[0] == json.dumps(defaults["fake_shape"]) == "[3, 32, 32]"
+    assert t["momentum"].eq(defaults["momentum"]).all()
 
 
 def test_swept_settings_and_metric_come_from_study_json(study_dir: Path) -> None:
     s = analysis.load(study_dir)
-    assert s.swept == ["optimizer", "steps", "seed", "rho", "rho_max", "refresh_every"]
-    assert s.settings["epochs"] == EPOCHS and s.settings["dataset"] == "fake"
+    assert s.swept == SWEPT
+    assert s.settings["epochs"] == EPOCHS and s.settings["model"] == "cnn1d"
+    assert s.settings["batch_size"] == 500
+    assert "dataset" not in s.settings and "lr" not in s.settings  # swept for one trial each
     assert (s.metric, s.mode) == ("test_acc", "max")
     assert s.key_columns == s.swept
 
 
 def test_status_final_and_best_metrics(study_dir: Path) -> None:
-    t = analysis.load(study_dir).trials.set_index(["optimizer", "steps", "seed"])
-    assert t.loc[("sgd", 2, 1), "status"] == "diverged"
-    assert t.loc[("sam", 2, 1), "status"] == "errored"
-    assert "simulated worker failure" in t.loc[("sam", 2, 1), "error"]
-    assert t.loc[("sam", 2, 1), "failures"] == 1
-    others = t.drop(index=[("sgd", 2, 1), ("sam", 2, 1)])
+    t = analysis.load(study_dir).trials
+    diverged = t.loc[t["lr"] > 1].squeeze()  # the one trial with lr 1e6
+    errored = t.loc[t["dataset"] == "tinyimagenet"].squeeze()
+    assert (diverged["optimizer"], diverged["seed"]) == ("sgd", 1) and pd.isna(diverged["steps"])
+    assert (errored["optimizer"], errored["steps"], errored["seed"]) == ("sam", 2, 1)
+    assert diverged["status"] == "diverged"
+    assert errored["status"] == "errored"
+    assert "DatasetError" in errored["error"] and RAISES_MESSAGE in errored["error"]
+    assert errored["failures"] == 1  # max_failures 0: no retry
+    # It raised before its first epoch: no rows, no metrics.
+    assert errored["epochs_done"] == 0 and pd.isna(errored["final_test_acc"])
+    others = t.drop(index=[diverged.name, errored.name])
+    assert len(others) == N_TRIALS - 2
     assert (others["status"] == "finished").all()
     assert (others["epochs_done"] == EPOCHS).all()
     assert (others["final_test_acc"] == others["objective"]).all()
-    assert (t["best_test_acc"] >= t["final_test_acc"]).all()
-    assert t.loc[("sgd", 2, 1), "epochs_done"] == 2
-    assert t.loc[("sgd", 2, 1), "best_epoch"] == 1
-    xsam = t.xs("xsam", level="optimizer")
-    others = t[t.index.get_level_values("optimizer") != "xsam"]
-    assert (xsam["n_refreshes"] > 0).all() and (others["n_refreshes"] == 0).all()
-    assert (t["time_total_s"] > 0).all()
+    ran = t.drop(index=errored.name)
+    assert (ran["best_test_acc"] >= ran["final_test_acc"]).all()
+    # NaN loss in the first epoch: that row is reported, then the trial ends.
+    assert diverged["epochs_done"] == 1 and diverged["best_epoch"] == 1
+    assert np.isnan(diverged["final_train_loss"])
+    # XSAM and the diagnosed trials probe at the start of every refresh_every-th
+    # epoch (epochs 1, 2, 3 or 1, 3); the rest never do.
+    probing = t["optimizer"].eq("xsam") | t["diagnostics"].fillna(False).astype(bool)
+    assert set(t.loc[probing, "optimizer"]) == {"sgd", "sam", "xsam"}
+    expected = np.ceil(EPOCHS / t.loc[probing, "refresh_every"]).astype(int)
+    assert t.loc[probing, "n_refreshes"].tolist() == expected.tolist()
+    assert (t.loc[~probing, "n_refreshes"] == 0).all()
+    assert (ran["time_total_s"] > 0).all() and pd.isna(errored["time_total_s"])
 
 
 def test_epochs_hold_every_metric_of_the_contract(study_dir: Path) -> None:
@@ -79,7 +113,12 @@ def test_epochs_hold_every_metric_of_the_contract(study_dir: Path) -> None:
     for name, (dtype, _) in EPOCH_COLUMNS.items():
         assert name in e.columns, name
         assert _dtype_ok(e[name], dtype), (name, e[name].dtype)
-    assert list(e.columns[1 : 1 + len(s.key_columns)]) == s.key_columns
+    # A swept key named like a metric (lr) is config_lr beside the metric lr.
+    keys = ["config_lr" if c == "lr" else c for c in s.key_columns]
+    assert list(e.columns[1 : 1 + len(keys)]) == keys
+    huge = e[e["config_lr"] > 1]
+    assert len(huge) == 1 and huge["diverged"].item()
+    assert (e["lr"] <= e["config_lr"]).all()  # the cosine schedule of the setting
     assert len(e) == s.trials["epochs_done"].sum()
     assert not e.duplicated(["trial_id", "epoch"]).any()
     assert "probes" not in e.columns and "config" not in e.columns
@@ -93,6 +132,7 @@ def test_epochs_hold_every_metric_of_the_contract(study_dir: Path) -> None:
         assert mine.loc[i, "n_probe_forward"] == sum(len(p["alphas"]) for p in row["probes"])
     diverged = e[e["diverged"].fillna(False)]
     assert len(diverged) == 1 and np.isnan(diverged["train_loss"].iloc[0])
+    assert diverged["optimizer"].item() == "sgd" and diverged["epoch"].item() == 1
 
 
 def test_probes_one_row_per_refresh_and_grid_point(study_dir: Path) -> None:
@@ -106,7 +146,10 @@ def test_probes_one_row_per_refresh_and_grid_point(study_dir: Path) -> None:
     counts = p.groupby("trial_id")["refresh_index"].nunique()
     expected = s.trials.set_index("trial_id")["n_refreshes"]
     assert counts.to_dict() == expected[expected > 0].to_dict()
-    assert set(p["optimizer"]) == {"xsam"}
+    # XSAM's own searches, and the diagnostic ones of sgd and sam at seed 0.
+    assert set(p["optimizer"]) == {"sgd", "sam", "xsam"}
+    others = p[p["optimizer"] != "xsam"]
+    assert others["diagnostics"].astype(bool).all() and (others["seed"] == 0).all()
     np.testing.assert_allclose(sorted(p["alpha"].unique()), np.round(np.arange(21) * 0.1, 10))
 
 
@@ -197,7 +240,9 @@ def test_bare_directory_without_driver_files(study_dir: Path, tmp_path: Path) ->
             f.unlink()
     s = analysis.load(root)
     assert s.name == "bare" and s.metric == "test_acc" and s.spec_text is None
-    assert set(s.swept) == {"optimizer", "steps", "seed", "rho", "rho_max", "refresh_every"}
+    # Without study.json: the config keys that take several values (diagnostics
+    # is true or unset, one value; data_dir and the rest are fixed).
+    assert set(s.swept) == set(SWEPT) - {"diagnostics"}
     counts = s.trials["status"].value_counts()
     assert counts["finished"] == 10 and counts["diverged"] == 1 and counts["errored"] == 1
 

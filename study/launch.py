@@ -343,6 +343,11 @@ def _ray(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit` (or with RAY_ADDRESS exported) ray.init joins
+        # that cluster whatever we pass, and refuses the local-instance settings
+        # below: join it on purpose.
+        address = "auto"
     if address is None:
         with _loopback_only():
             ray.init(

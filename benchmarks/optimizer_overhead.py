@@ -13,9 +13,9 @@ On the CPU, or on a GPU where one is present, this script shows
 3. `trainables.optim.XSAM` (multi-tensor `torch._foreach_*` arithmetic into
    preallocated buffers) against a straightforward per-tensor implementation
    of the same algorithm (one Python loop per parameter, fresh tensors every
-   step, as most public SAM code is written) on a small-batch CNN, where the
-   arithmetic weighs; the script first checks that both compute the same
-   parameters.
+   step, as most public SAM code is written) on small-batch CNNs (the 1-D CNN
+   at batch 32, ResNet-18 at batch 8), where the arithmetic weighs; the script
+   first checks, in float64, that both compute the same step.
 
 Inputs are synthetic random tensors of the right shapes, a new batch every
 step (drawn before the step's clock starts); no dataset is read.
@@ -25,13 +25,16 @@ Imports only torch and the standard library besides `trainables`, so it runs
 on a machine without the study's other dependencies.
 
     python benchmarks/optimizer_overhead.py --device auto --out overhead.json
+    python benchmarks/optimizer_overhead.py --device cpu --threads 1 --clock cpu  # shared CPU
     python benchmarks/optimizer_overhead.py --smoke-test       # a few seconds, for CI
+    python benchmarks/optimizer_overhead.py --render overhead.json  # tables again
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -342,9 +345,9 @@ class Runner:
     """One optimizer on its own copy of the model.
 
     With `fresh_batches`, every step draws a new random minibatch into the
-    same tensors before its clock starts: stepping on one fixed batch would
-    fit it within some dozens of steps, and the vanishing gradients would
-    then run into denormal floats, which slow CPU arithmetic many times over.
+    same tensors before its clock starts, as training does: on one fixed
+    batch the model soon fits it (ResNet-18 at batch 8 reaches loss 0 within
+    40 steps) and the gradients vanish, which is no step to time.
     """
 
     def __init__(
@@ -677,8 +680,15 @@ def _mib(n: int | None) -> str:
 
 
 def report(results: dict[str, Any]) -> str:
-    cuda = results["machine"]["device"].startswith("cuda")
-    out = []
+    """All tables as Markdown, from the results (as measured or as read back from JSON)."""
+    machine = results["machine"]
+    cuda = machine["device"].startswith("cuda")
+    out = [
+        f"## Optimizer overhead on {machine.get('gpu', machine['cpu'])} "
+        f"({machine['cpu_cores']} CPU cores, {machine['torch_threads']} torch threads, "
+        f"torch {machine['torch']}, {results['settings']['clock']} clock)\n",
+        f"Command: `{results['command']}`\n",
+    ]
     for m in results["models"]:
         out.append(f"### Step time and memory: {m['model']}, {m['parameters']:,} parameters "
                    f"in {m['parameter_tensors']} tensors ({m['timed_steps']} timed steps "
@@ -787,12 +797,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": r["arithmetic_share"] <= TARGET_SHARE,
                 })
         for e in m["epoch"]:
+            # Judged on the paired estimate: XSAM and SAM run the same passes, so their
+            # step times differ by the update phases; the difference of two step-time
+            # medians carries the passes' noise (seconds on a CPU, from 3 timed steps).
             out.append({
                 "target": "XSAM/SAM epoch − floor",
                 "where": f"{m['model']}, k={e['k']}, S={e['steps_per_epoch']}",
-                "measured": f"{e['gap_pp']:+.2f} pp (paired {e['gap_pp_paired']:+.2f} pp)",
+                "measured": f"{e['gap_pp_paired']:+.2f} pp paired ({e['gap_pp']:+.2f} pp "
+                            f"from step medians)",
                 "limit": f"≤ {TARGET_GAP_PP} pp",
-                "met": e["gap_pp"] <= TARGET_GAP_PP and e["gap_pp_paired"] <= TARGET_GAP_PP,
+                "met": e["gap_pp_paired"] <= TARGET_GAP_PP,
             })
     return out
 
@@ -805,7 +819,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads (0: leave torch's default)")
+                        help="torch intra-op threads (0: torch's default; 1 with --smoke-test)")
     parser.add_argument("--clock", choices=Clock.KINDS, default="wall",
                         help="wall: elapsed time (perf_counter); cpu: CPU time of this process, "
                              "for a CPU shared with other jobs (needs --threads 1)")
@@ -821,13 +835,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, help="override the warm-up steps per model")
     parser.add_argument("--timed-steps", type=int, help="override the timed steps per model")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render", type=Path, metavar="FILE.json",
+                        help="measure nothing: print the tables of a saved --out file")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        results = json.loads(args.render.read_text())
+        results["targets"] = targets(results)
+        print(report(results))
+        return 0
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    elif args.smoke_test:
+        # Tiny tensors: one thread is fastest, and steady on a busy CI machine.
+        torch.set_num_threads(1)
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -866,10 +890,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results["targets"] = targets(results)
     results["wall_s"] = time.perf_counter() - started
-    machine = results["machine"]
-    print(f"## Optimizer overhead on {machine.get('gpu', machine['cpu'])} "
-          f"({machine['cpu_cores']} cores, {machine['torch_threads']} torch threads, "
-          f"torch {machine['torch']}; {args.clock} clock)\n")
     print(report(results))
     print(f"\n({results['wall_s']:.0f} s)")
     if args.out:

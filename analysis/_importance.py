@@ -139,6 +139,8 @@ def _rebuild(s: Study, params: list[str] | None) -> Any:
     dists = {n: _distribution(trials[n].dropna(), specs.get(n)) for n in names}
     dists = {n: d for n, d in dists.items() if d is not None}
     direction = "maximize" if s.mode == "max" else "minimize"
+    # an in-memory study rebuilt for the computation: Optuna's "created" notice is noise
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     ostudy = optuna.create_study(direction=direction, study_name=s.name)
     for _, row in done.iterrows():
         values = {n: _plain(row[n]) for n in dists if not pd.isna(row[n])}

@@ -521,11 +521,7 @@ def _parse_trial(raw: Any) -> dict[str, Any]:
                 problem="set checkpoint_every at the top level of the study file",
             )
         if key not in keys:
-            raise StudyConfigError(
-                f"trial.{key}",
-                problem="unknown trial key" + _hint(key, sorted(keys)),
-                allowed=_one_of(sorted(keys)),
-            )
+            raise _unknown_trial_key(f"trial.{key}", key, keys)
     _validate_trial(trial, lambda f, v, a: StudyConfigError(f"trial.{f}" if f else "trial", v, a))
     return trial
 
@@ -539,11 +535,7 @@ def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: str) -> tuple[Pa
         if name == "checkpoint_every":
             raise StudyConfigError(where, problem="checkpoint_every cannot be swept")
         if name not in keys:
-            raise StudyConfigError(
-                where,
-                problem="unknown trial key" + _hint(name, sorted(keys)),
-                allowed=_one_of(sorted(keys)),
-            )
+            raise _unknown_trial_key(where, name, keys)
         params.append(_parse_param(name, spec, algorithm))
     by_name = {p.name: p for p in params}
 
@@ -554,11 +546,7 @@ def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: str) -> tuple[Pa
             if key == p.name:
                 raise StudyConfigError(where, problem="a parameter cannot depend on itself")
             if key not in keys:
-                raise StudyConfigError(
-                    where,
-                    problem="unknown trial key" + _hint(key, sorted(keys)),
-                    allowed=_one_of(sorted(keys)),
-                )
+                raise _unknown_trial_key(where, key, keys)
             # Each value must be a valid value of the key (catches typos) ...
             for i, v in enumerate(allowed):
                 at = f"{where}[{i}]" if len(allowed) > 1 else where
@@ -1057,6 +1045,15 @@ def _plain(v: Any) -> str:
 
 def _one_of(values: Iterable[Any]) -> str:
     return "one of " + ", ".join(_plain(v) for v in values)
+
+
+def _unknown_trial_key(where: str, name: str, keys: Iterable[str]) -> StudyConfigError:
+    """The error for a space name or condition key that is not a trial key."""
+    return StudyConfigError(
+        where,
+        problem="unknown trial key" + _hint(name, sorted(keys)),
+        allowed=_one_of(sorted(keys)),
+    )
 
 
 def _hint(key: Any, allowed: Iterable[str]) -> str:

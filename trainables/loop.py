@@ -36,7 +36,7 @@ from trainables.optim import (
     alpha_grid,
 )
 
-__all__ = ["METRICS", "ConfigError", "Trial", "run_trial", "validate_trial_config"]
+__all__ = ["METRICS", "ConfigError", "Trial", "validate_trial_config"]
 
 #: The cost columns of a row: seconds per epoch of each phase, and the whole epoch.
 TIME_COLUMNS = (
@@ -479,16 +479,3 @@ class Trial:
 
     def load(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
-
-
-def run_trial(
-    config: dict[str, Any], on_row: Callable[[dict[str, Any], Trial], None] | None = None
-) -> list[dict[str, Any]]:
-    """Run a whole trial from scratch and return its rows (a convenience for scripts)."""
-    trial = Trial(config)
-    rows = []
-    for row in trial.rows():
-        rows.append(row)
-        if on_row is not None:
-            on_row(row, trial)
-    return rows

@@ -1,0 +1,118 @@
+"""Registries: name → where its builder lives, imported only when a trial builds it.
+
+The allowed names of every registry are its keys; an unknown name is an
+error everywhere, never a default. Builders are ``"module:attribute"``
+strings so that this module stays free of torch: the study layer checks
+names without importing the trial layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+class RegistryError(ValueError):
+    """An unknown name: says which registry and what it holds."""
+
+    def __init__(self, kind: str, name: Any, names: tuple[str, ...]) -> None:
+        self.kind, self.name, self.names = kind, name, names
+        super().__init__(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
+
+
+class Registry(Mapping[str, str]):
+    """An ordered name → ``"module:attribute"`` table with lazy loading.
+
+    Args:
+        kind: what the names name (``"optimizer"``), used in errors.
+        entries: name → ``"module:attribute"`` of the builder.
+    """
+
+    def __init__(self, kind: str, entries: Mapping[str, str]) -> None:
+        self.kind = kind
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> str:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self._entries!r})"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def check(self, name: Any) -> str:
+        """``name`` if registered, else :class:`RegistryError`."""
+        if not isinstance(name, str) or name not in self._entries:
+            raise RegistryError(self.kind, name, self.names)
+        return name
+
+    def load(self, name: str) -> Any:
+        """Imports and returns the builder registered under ``name``."""
+        module, _, attributes = self._entries[self.check(name)].partition(":")
+        target: Any = importlib.import_module(module)
+        for attribute in attributes.split("."):  # "SAM.from_config" reaches a classmethod
+            target = getattr(target, attribute)
+        return target
+
+    def register(self, name: str, target: str) -> None:
+        """Adds (or replaces) an entry: ``target`` is ``"module:attribute"``.
+
+        Registration is per process: a study whose trials use a new entry
+        registers it in the module the trainable imports (see CONTRIBUTING.md).
+        """
+        if ":" not in target:
+            raise ValueError(f"{self.kind} {name!r}: target must be 'module:attribute', not {target!r}")
+        self._entries[name] = target
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+
+#: Optimizers: each target is ``build(params, base, base_kwargs, config, model)``.
+#: ``asam`` is SAM with ``adaptive: true`` (the validator rewrites it).
+OPTIMIZERS = Registry(
+    "optimizer",
+    {
+        "sgd": "trainables.optim:build_base",
+        "sam": "trainables.optim:SAM.from_config",
+        "xsam": "trainables.optim:XSAM.from_config",
+        "asam": "trainables.optim:SAM.from_config",
+        "gsam": "trainables.optim:GSAM.from_config",
+        "wsam": "trainables.optim:WSAM.from_config",
+    },
+)
+
+#: Datasets: each target is ``load(config, data_dir) -> Dataset``.
+DATASETS = Registry(
+    "dataset",
+    {
+        "mnist1d": "trainables.data:_load_mnist1d",
+        "digits": "trainables.data:_load_digits",
+        "cifar10": "trainables.data:_load_cifar10",
+        "cifar100": "trainables.data:_load_cifar100",
+        "tinyimagenet": "trainables.data:_load_tinyimagenet",
+        "fake": "trainables.data:_load_fake",
+    },
+)
+
+#: Models: each target is ``build(input_shape, num_classes) -> nn.Module``.
+MODELS = Registry(
+    "model",
+    {
+        "cnn1d": "trainables.models:_build_cnn1d",
+        "mlp": "trainables.models:_build_mlp",
+        "resnet18": "trainables.models:_build_resnet18",
+        "vgg11_bn": "trainables.models:_build_vgg11_bn",
+        "densenet121": "trainables.models:_build_densenet121",
+        "wrn28_10": "trainables.models:_build_wrn28_10",
+    },
+)

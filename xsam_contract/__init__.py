@@ -17,6 +17,7 @@ without the trial layer. ``docs/contract.md`` documents every name here and
 
 from __future__ import annotations
 
+from xsam_contract._io import atomic_write, atomic_write_with
 from xsam_contract._metrics import (
     ACCURACY_COLUMNS,
     ACCURACY_UNIT,
@@ -59,6 +60,8 @@ __all__ = [
     "Key",
     "Registry",
     "RegistryError",
+    "atomic_write",
+    "atomic_write_with",
     "trial_defaults",
     "validate_trial_config",
 ]

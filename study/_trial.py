@@ -1,10 +1,10 @@
-"""Access to the trial layer's config table and metrics row.
+"""The study layer's view of the trial contract (``xsam_contract``).
 
-``trainables.loop.validate_trial_config`` is the one source of truth for the
-keys of a trial config, and ``trainables.loop.METRICS`` for the metrics row
+``xsam_contract.validate_trial_config`` is the one source of truth for the
+keys of a trial config and ``xsam_contract.METRICS`` for the metrics row
 (docs/contract.md); the study layer only calls them and translates errors
-into study-file paths. Imported on first use: they pull in torch, which
-``xsam-tune --help`` has no use for.
+into study-file paths. The contract imports no torch, so checking a study
+file does not load the trial layer.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import xsam_contract
+
+__all__ = ["TrialValidator", "metric_names", "trial_defaults", "trial_keys", "trial_validator"]
 
 TrialValidator = Callable[[Mapping[str, Any]], dict]
 
@@ -22,27 +26,23 @@ _RAY_METRICS = ("time_total_s", "training_iteration")
 
 
 def trial_validator() -> TrialValidator:
-    """``trainables.loop.validate_trial_config``."""
-    from trainables.loop import validate_trial_config
-
-    return validate_trial_config
+    """``xsam_contract.validate_trial_config``."""
+    return xsam_contract.validate_trial_config
 
 
-@functools.cache
 def trial_defaults() -> dict[str, Any]:
-    """Every trial key with its default value (the validator applied to ``{}``)."""
-    return dict(trial_validator()({}))
+    """Every trial key with its default value (a fresh dict)."""
+    return xsam_contract.trial_defaults()
 
 
 def trial_keys() -> frozenset[str]:
     """The keys a trial config may hold."""
-    return frozenset(trial_defaults())
+    return frozenset(xsam_contract.TRIAL_KEYS)
 
 
 @functools.cache
 def metric_names() -> tuple[str, ...]:
     """Metrics a study may optimise: the numeric columns of the metrics row,
     then Ray's ``time_total_s`` and ``training_iteration``."""
-    from trainables.loop import METRICS
-
-    return (*(m for m in METRICS if m not in _NOT_OBJECTIVES), *_RAY_METRICS)
+    metrics = xsam_contract.METRICS
+    return (*(m for m in metrics if m not in _NOT_OBJECTIVES), *_RAY_METRICS)

@@ -28,6 +28,8 @@ from study._state import last_study
 __all__ = ["build_parser", "main"]
 
 PROG = "xsam-tune"
+# Subcommands defined here (the others come from analysis/cli.py).
+_STUDY_VERBS = frozenset({"run", "resume", "last-study"})
 
 _EPILOG = """\
 examples:
@@ -51,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         130 interrupted.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    # The study verbs need no analysis parsers: skip importing the analysis layer.
+    parser = build_parser(analysis=not (argv and argv[0] in _STUDY_VERBS))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's own usage error (exit 2)
@@ -76,8 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``xsam-tune`` with every subcommand."""
+def build_parser(*, analysis: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of ``xsam-tune``.
+
+    Args:
+        analysis: Also register the analysis layer's subcommands (``results``,
+            ``plot``, ``report``), which imports ``analysis.cli``.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Ray Tune hyperparameter studies of SAM, XSAM and their variants.",
@@ -138,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     last.set_defaults(func=_cmd_last_study)
 
-    _add_analysis_commands(sub)
+    if analysis:
+        _add_analysis_commands(sub)
     return parser
 
 

@@ -221,7 +221,7 @@ def test_message_names_value_and_allowed(base: dict[str, Any]) -> None:
     base["space"]["steps"]["grid"] = [1, 2, 0]
     with pytest.raises(StudyConfigError) as info:
         parse_study(base)
-    assert str(info.value) == "space.steps.grid[2]: got 0, allowed: an integer >= 1"
+    assert str(info.value) == "space.steps.grid[2]: got 0, allowed: an integer >= 1 and <= 1000"
 
 
 def test_cross_key_messages(base: dict[str, Any]) -> None:

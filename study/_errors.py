@@ -6,6 +6,8 @@ the CLI turns one into a single ``xsam-tune: error: …`` line and exit code 2.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _UNSET: Any = object()
@@ -79,3 +81,53 @@ class StudyConfigError(StudyError, ValueError):
 
 class StudyLaunchError(StudyError, RuntimeError):
     """A study cannot be started or resumed (cluster, storage, directory)."""
+
+
+def plain(value: Any) -> str:
+    """A value in a message: strings bare, anything else as :func:`show_value` renders it."""
+    return value if isinstance(value, str) else show_value(value)
+
+
+def one_of(values: Iterable[Any]) -> str:
+    """``one of a, b, c``: what is allowed, in a message."""
+    return "one of " + ", ".join(plain(v) for v in values)
+
+
+def did_you_mean(key: Any, allowed: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the allowed name closest to ``key``, else empty."""
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_key(
+    where: str, key: Any, allowed: Iterable[str], *, what: str = "key"
+) -> StudyConfigError:
+    """The error for a key that is not one of ``allowed``.
+
+    Args:
+        where: Dotted path of the key (``search.smaples``).
+        key: The key found.
+        allowed: The keys allowed there.
+        what: What kind of key, in the message (``trial key``, ``key for scheduler asha``).
+    """
+    names = list(allowed)
+    return StudyConfigError(
+        where, problem=f"unknown {what}" + did_you_mean(key, names), allowed=one_of(names)
+    )
+
+
+def check_keys(
+    mapping: Mapping[Any, Any], where: str, allowed: Iterable[str], *, what: str = "key"
+) -> None:
+    """Raise :func:`unknown_key` for the first key of ``mapping`` not in ``allowed``.
+
+    Args:
+        mapping: A section of the study file.
+        where: Dotted path of the section (empty at the top level).
+        allowed: The keys the section may hold.
+        what: What kind of key, in the message.
+    """
+    names = tuple(allowed)
+    for key in mapping:
+        if key not in names:
+            raise unknown_key(f"{where}.{key}" if where else str(key), key, names, what=what)

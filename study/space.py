@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import Param, StudyConfig
+from study._schema import Param, StudyConfig
 
 __all__ = [
     "OptunaSpace",
@@ -88,9 +88,9 @@ def swept_grid(cfg: StudyConfig, *, repeat: bool = True) -> list[dict[str, Any]]
     Returns:
         One dict per trial with the swept keys that apply to it.
     """
-    grid = [p for p in cfg.space if p.kind != "grid"]
-    if grid:
-        raise ValueError(f"not a grid: space.{grid[0].name} is {grid[0].kind}")
+    drawn = [p for p in cfg.space if not p.dist.exhaustive]
+    if drawn:
+        raise ValueError(f"not a grid: space.{drawn[0].name} is {drawn[0].kind}")
     trials = list(_walk(ordered_params(cfg.space), 0, {}, cfg.condition_context(), None))
     return trials * (cfg.search.num_samples if repeat else 1)
 
@@ -132,7 +132,7 @@ def count_trials(cfg: StudyConfig) -> int:
     if algorithm == "random" and cfg.conditional:
         return len(sample_trials(cfg, seed=0))
     if algorithm == "random":
-        grid = math.prod(len(p.values) for p in cfg.space if p.kind == "grid")
+        grid = math.prod(len(p.values) for p in cfg.space if p.dist.exhaustive)
         return cfg.search.num_samples * grid
     return cfg.search.num_samples
 
@@ -179,23 +179,8 @@ def build_tune_space(cfg: StudyConfig, fixed: Mapping[str, Any] | None = None) -
 
 
 def to_tune_domain(p: Param) -> Any:
-    """The Ray Tune search-space object of one parameter (``randint`` upper end
-    made exclusive, as ``tune.randint`` takes it)."""
-    from ray import tune
-
-    if p.kind == "grid":
-        return tune.grid_search(list(p.values))
-    if p.kind == "choice":
-        return tune.choice(list(p.values))
-    if p.kind == "uniform":
-        return tune.uniform(p.low, p.high)
-    if p.kind == "loguniform":
-        return tune.loguniform(p.low, p.high)
-    if p.kind == "randint":
-        return tune.randint(p.low, p.high + 1)
-    if p.kind == "quniform":
-        return tune.quniform(p.low, p.high, p.q)
-    raise ValueError(f"unknown distribution {p.kind}")
+    """The Ray Tune search-space object of one parameter."""
+    return p.dist.tune_domain()
 
 
 class OptunaSpace:
@@ -222,24 +207,10 @@ class OptunaSpace:
         drawn: dict[str, Any] = {}
         for p in self.params:
             if p.active({**self.context, **drawn}):
-                drawn[p.name] = _suggest(trial, p)
+                drawn[p.name] = p.dist.suggest(trial, p.name)
 
     def __repr__(self) -> str:
         return f"OptunaSpace({', '.join(p.name for p in self.params)})"
-
-
-def _suggest(trial: Any, p: Param) -> Any:
-    if p.kind == "choice":
-        return trial.suggest_categorical(p.name, list(p.values))
-    if p.kind == "uniform":
-        return trial.suggest_float(p.name, p.low, p.high)
-    if p.kind == "loguniform":
-        return trial.suggest_float(p.name, p.low, p.high, log=True)
-    if p.kind == "randint":
-        return trial.suggest_int(p.name, p.low, p.high)
-    if p.kind == "quniform":
-        return trial.suggest_float(p.name, p.low, p.high, step=p.q)
-    raise ValueError(f"Optuna cannot take {p.kind} (space.{p.name})")
 
 
 def _walk(
@@ -257,25 +228,10 @@ def _walk(
     p = params[index]
     if p.name in partial or not p.active({**context, **partial}):
         yield from _walk(params, index + 1, partial, context, rng)
-    elif p.kind == "grid":
+    elif p.dist.exhaustive:
         for value in p.values:
             yield from _walk(params, index + 1, {**partial, p.name: value}, context, rng)
     else:
         if rng is None:
             raise ValueError(f"space.{p.name} is {p.kind}: it is drawn, not listed")
-        yield from _walk(params, index + 1, {**partial, p.name: _draw(p, rng)}, context, rng)
-
-
-def _draw(p: Param, rng: random.Random) -> Any:
-    if p.kind == "choice":
-        return rng.choice(p.values)
-    if p.kind == "uniform":
-        return rng.uniform(p.low, p.high)
-    if p.kind == "loguniform":
-        return math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
-    if p.kind == "randint":
-        return rng.randint(p.low, p.high)
-    if p.kind == "quniform":
-        value = round(rng.uniform(p.low, p.high) / p.q) * p.q
-        return round(min(max(value, p.low), p.high), 12)
-    raise ValueError(f"cannot draw from {p.kind}")
+        yield from _walk(params, index + 1, {**partial, p.name: p.dist.draw(rng)}, context, rng)

@@ -1,0 +1,547 @@
+"""Validation of a parsed study file: :func:`parse_study` builds a :class:`StudyConfig`.
+
+Everything is checked before anything starts; the first problem found raises
+:class:`StudyConfigError` naming the field path, the value and what is allowed.
+Trial keys and their values are checked by the contract's validator
+(``xsam_contract.validate_trial_config``), so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from study._distributions import parse_distribution
+from study._errors import (
+    StudyConfigError,
+    check_keys,
+    did_you_mean,
+    one_of,
+    plain,
+    show_value,
+    unknown_key,
+)
+from study._schema import Metric, Param, Resources, Scheduler, Search, StudyConfig
+from study._trial import metric_names, trial_defaults, trial_keys, trial_validator
+from study._values import is_int, is_number, member
+
+__all__ = ["ALGORITHMS", "SAMPLERS", "SCHEDULERS", "parse_study"]
+
+ALGORITHMS: tuple[str, ...] = ("grid", "random", "optuna")
+#: Optuna samplers by study-file name; the second item says whether the sampler
+#: handles several objectives.
+SAMPLERS: dict[str, bool] = {
+    "tpe": True,
+    "random": True,
+    "qmc": True,
+    "gp": True,
+    "nsgaii": True,
+    "nsgaiii": True,
+    "cmaes": False,
+}
+SCHEDULERS: tuple[str, ...] = ("none", "asha")
+_URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file", "memory")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "trial",
+    "space",
+    "search",
+    "metric",
+    "scheduler",
+    "resources",
+    "max_concurrent_trials",
+    "max_failures",
+    "storage",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
+_SEARCH_KEYS = (
+    "algorithm",
+    "num_samples",
+    "seed",
+    "sampler",
+    "points_to_evaluate",
+    "max_concurrent",
+)
+_SCHEDULER_KEYS = {"none": ("name",), "asha": ("name", "grace_period", "reduction_factor", "max_t")}
+_DEFAULT_NUM_SAMPLES = {"grid": 1, "random": 10, "optuna": 20}
+_DEFAULT_OPTUNA_CONCURRENCY = 4
+# Grids larger than this are still run, but only their first combinations are
+# checked one by one against the trial validator before the start.
+_MAX_CHECKED_COMBINATIONS = 5000
+
+#: Builds the study error for a trial-validator error (field, value, allowed).
+ErrorFactory = Callable[[str | None, Any, str | None], StudyConfigError]
+
+
+def parse_study(data: Any, *, source: str | None = None) -> StudyConfig:
+    """Validate a parsed study file.
+
+    Args:
+        data: The mapping read from YAML (overrides already applied).
+        source: File name, kept on the config and used in messages.
+
+    Returns:
+        The validated study.
+
+    Raises:
+        StudyConfigError: Naming the first invalid field, its value and what
+            is allowed.
+    """
+    if not isinstance(data, Mapping):
+        raise StudyConfigError(source or "study", data, "a mapping of study settings")
+    check_keys(data, "", _TOP_KEYS)
+
+    if "name" not in data:
+        raise StudyConfigError("name", allowed="a study name such as quickstart")
+    name = data["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise StudyConfigError(
+            "name", name, "letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise StudyConfigError("description", description, "a string")
+
+    trial = _parse_trial(data.get("trial"))
+    search_raw = _mapping(data.get("search"), "search")
+    algorithm = search_raw.get("algorithm", "grid")
+    if algorithm not in ALGORITHMS:
+        raise StudyConfigError("search.algorithm", algorithm, one_of(ALGORITHMS))
+    space = _parse_space(data.get("space"), trial, algorithm)
+    metrics = _parse_metrics(data.get("metric"), algorithm)
+    search = _parse_search(search_raw, algorithm, space, len(metrics) > 1)
+    checkpoint_every = _int(data.get("checkpoint_every", 1), "checkpoint_every", minimum=0)
+    scheduler = _parse_scheduler(data.get("scheduler"), metrics, trial, space)
+    resources = _parse_resources(data.get("resources"), trial)
+    max_concurrent = _optional_int(data.get("max_concurrent_trials"), "max_concurrent_trials", 1)
+    max_failures = _int(data.get("max_failures", 2), "max_failures", minimum=-1)
+    storage = _parse_storage(data.get("storage", "./studies"))
+    keep = _optional_int(data.get("keep_checkpoints", 2), "keep_checkpoints", 1)
+
+    cfg = StudyConfig(
+        name=name,
+        description=description,
+        trial=trial,
+        space=space,
+        search=search,
+        metrics=metrics,
+        scheduler=scheduler,
+        resources=resources,
+        max_concurrent_trials=max_concurrent,
+        max_failures=max_failures,
+        storage=storage,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep,
+        source=source,
+    )
+    _check_combinations(cfg)
+    return cfg
+
+
+def _parse_trial(raw: Any) -> dict[str, Any]:
+    trial = dict(_mapping(raw, "trial"))
+    keys = trial_keys()
+    for key in trial:
+        if key == "checkpoint_every":
+            raise StudyConfigError(
+                "trial.checkpoint_every",
+                problem="set checkpoint_every at the top level of the study file",
+            )
+        if key not in keys:
+            raise unknown_key(f"trial.{key}", key, sorted(keys), what="trial key")
+    _validate_trial(trial, lambda f, v, a: StudyConfigError(f"trial.{f}" if f else "trial", v, a))
+    return trial
+
+
+def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: str) -> tuple[Param, ...]:
+    space_raw = _mapping(raw, "space")
+    keys = trial_keys()
+    params: list[Param] = []
+    for name, spec in space_raw.items():
+        where = f"space.{name}"
+        if name == "checkpoint_every":
+            raise StudyConfigError(where, problem="checkpoint_every cannot be swept")
+        if name not in keys:
+            raise unknown_key(where, name, sorted(keys), what="trial key")
+        params.append(_parse_param(name, spec, algorithm))
+    by_name = {p.name: p for p in params}
+
+    # Conditions: their keys, values and acyclicity, now that all names are known.
+    for p in params:
+        for key, allowed in p.when.items():
+            where = f"space.{p.name}.when.{key}"
+            if key == p.name:
+                raise StudyConfigError(where, problem="a parameter cannot depend on itself")
+            if key not in keys:
+                raise unknown_key(where, key, sorted(keys), what="trial key")
+            # Each value must be a valid value of the key (catches typos) ...
+            for i, v in enumerate(allowed):
+                at = f"{where}[{i}]" if len(allowed) > 1 else where
+                _validate_trial({**trial, key: v}, _at(at, {key: v}))
+            # ... and one of them must be possible, else the parameter is dead.
+            if key in by_name:
+                ref = by_name[key]
+                if not ref.discrete:
+                    raise StudyConfigError(
+                        where,
+                        problem=f"space.{key} is {ref.kind}; a condition needs a grid or choice",
+                    )
+                possible = ref.values
+            else:
+                possible = ({**trial_defaults(), **trial}[key],)
+            if not any(member(v, possible) for v in allowed):
+                source = f"space.{key} takes" if key in by_name else f"{key} is fixed to"
+                raise StudyConfigError(
+                    where,
+                    _unwrap(allowed),
+                    f"{one_of(possible)} ({source} {', '.join(plain(v) for v in possible)})",
+                    problem=f"never holds, so space.{p.name} would never be set",
+                )
+        if not p.when and p.name in trial:
+            raise StudyConfigError(
+                f"trial.{p.name}",
+                trial[p.name],
+                "no fixed value for a swept key (remove it from trial or from space)",
+                problem=f"space.{p.name} sweeps it too, and unconditionally",
+            )
+    _check_cycles(params)
+
+    # Every value (or range end) must be a valid trial value.
+    for p in params:
+        context = dict(trial)
+        for key, allowed in p.when.items():
+            context[key] = allowed[0]
+        for index, value in p.dist.probe_values():
+            where = f"space.{p.name}.{p.kind}" + (f"[{index}]" if index is not None else "")
+            try:
+                _validate_trial({**context, p.name: value}, _at(where, {p.name: value}))
+            except StudyConfigError as exc:
+                if index is not None:
+                    raise
+                raise StudyConfigError(
+                    where,
+                    p.to_dict()[p.kind],
+                    f"{exc.allowed} (this distribution draws floats such as {value:.4g}; "
+                    "randint draws integers)",
+                ) from None
+    return tuple(params)
+
+
+def _parse_param(name: str, spec: Any, algorithm: str) -> Param:
+    where = f"space.{name}"
+    dist, when = parse_distribution(spec, where, algorithm)
+    return Param(name, dist, when=_parse_when(when, f"{where}.when"))
+
+
+def _parse_when(raw: Any, where: str) -> dict[str, tuple[Any, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        raise StudyConfigError(
+            where, raw, "a mapping such as {optimizer: xsam} or {optimizer: [sam, xsam]}"
+        )
+    when: dict[str, tuple[Any, ...]] = {}
+    for key, value in raw.items():
+        values = tuple(value) if isinstance(value, list) else (value,)
+        if not values:
+            raise StudyConfigError(f"{where}.{key}", value, "a value or a non-empty list of values")
+        when[str(key)] = values
+    return when
+
+
+def _check_cycles(params: Sequence[Param]) -> None:
+    names = {p.name: p for p in params}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*path[path.index(name) :], name]
+            raise StudyConfigError(
+                f"space.{cycle[0]}.when", problem="circular conditions " + " → ".join(cycle)
+            )
+        state[name] = 1
+        for dep in names[name].when:
+            if dep in names:
+                visit(dep, [*path, name])
+        state[name] = 2
+
+    for p in params:
+        visit(p.name, [])
+
+
+def _at(where: str, given: Mapping[str, Any]) -> ErrorFactory:
+    """Errors of the trial validator for values written at ``where``: the key
+    itself refused, or another key refused because of it."""
+
+    def error(field: str | None, value: Any, allowed: str | None) -> StudyConfigError:
+        if field is None or (field in given and len(given) == 1):
+            return StudyConfigError(where, value, allowed)
+        shown = ", ".join(f"{k}={plain(v)}" for k, v in given.items())
+        return StudyConfigError(
+            where,
+            problem=f"with {shown}, {field} {show_value(value)} is refused",
+            allowed=f"{field} {allowed}",
+        )
+
+    return error
+
+
+def _parse_metrics(raw: Any, algorithm: str) -> tuple[Metric, ...]:
+    if raw is None:
+        raise StudyConfigError(
+            "metric", allowed="{name: test_acc, mode: max} or a list of such for optuna"
+        )
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise StudyConfigError("metric", raw, "a {name, mode} mapping or a non-empty list of them")
+    metrics: list[Metric] = []
+    for i, item in enumerate(items):
+        where = f"metric[{i}]" if isinstance(raw, list) else "metric"
+        if isinstance(item, str):
+            raise StudyConfigError(where, item, f"a mapping {{name: {item}, mode: max|min}}")
+        m = _mapping(item, where)
+        check_keys(m, where, ("name", "mode"))
+        if "name" not in m:
+            raise StudyConfigError(f"{where}.name", allowed=one_of(metric_names()))
+        if m["name"] not in metric_names():
+            raise StudyConfigError(
+                f"{where}.name",
+                m["name"],
+                one_of(metric_names()),
+                problem="not a metric" + did_you_mean(m["name"], metric_names()),
+            )
+        if m.get("mode") not in ("min", "max"):
+            raise StudyConfigError(f"{where}.mode", m.get("mode"), "min or max")
+        if any(x.name == m["name"] for x in metrics):
+            raise StudyConfigError(
+                f"{where}.name", m["name"], "each metric once", problem="duplicate metric"
+            )
+        metrics.append(Metric(m["name"], m["mode"]))
+    if len(metrics) > 1 and algorithm != "optuna":
+        raise StudyConfigError(
+            "metric",
+            [m.name for m in metrics],
+            "a single metric (several objectives need search.algorithm optuna)",
+        )
+    return tuple(metrics)
+
+
+def _parse_search(
+    raw: Mapping[str, Any], algorithm: str, space: Sequence[Param], multi: bool
+) -> Search:
+    check_keys(raw, "search", _SEARCH_KEYS)
+    num_samples = _int(
+        raw.get("num_samples", _DEFAULT_NUM_SAMPLES[algorithm]), "search.num_samples", minimum=1
+    )
+    seed = raw.get("seed")
+    if seed is not None and not is_int(seed):
+        raise StudyConfigError("search.seed", seed, "an integer or null")
+    sampler = raw.get("sampler")
+    if algorithm == "optuna":
+        sampler = "tpe" if sampler is None else sampler
+        if sampler not in SAMPLERS:
+            raise StudyConfigError("search.sampler", sampler, one_of(SAMPLERS))
+        if multi and not SAMPLERS[sampler]:
+            raise StudyConfigError(
+                "search.sampler",
+                sampler,
+                one_of([s for s, m in SAMPLERS.items() if m]) + " (several objectives)",
+            )
+        if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+            raise StudyConfigError(
+                "search.sampler",
+                sampler,
+                "a sampler whose package is installed (cmaes needs `pip install cmaes`)",
+            )
+    elif sampler is not None:
+        raise StudyConfigError(
+            "search.sampler", sampler, "nothing (a sampler is only for algorithm optuna)"
+        )
+    max_concurrent = raw.get("max_concurrent")
+    if max_concurrent is None and algorithm == "optuna":
+        # TPE learns only from finished trials: many in flight means blind draws.
+        max_concurrent = _DEFAULT_OPTUNA_CONCURRENCY
+    max_concurrent = _optional_int(max_concurrent, "search.max_concurrent", 1)
+
+    points_raw = raw.get("points_to_evaluate") or []
+    if points_raw and algorithm == "grid":
+        raise StudyConfigError(
+            "search.points_to_evaluate",
+            points_raw,
+            "nothing for algorithm grid (only random and optuna)",
+        )
+    if not isinstance(points_raw, list):
+        raise StudyConfigError(
+            "search.points_to_evaluate", points_raw, "a list of {parameter: value} mappings"
+        )
+    if len(points_raw) > num_samples:
+        raise StudyConfigError(
+            "search.points_to_evaluate",
+            problem=f"{len(points_raw)} points",
+            allowed=f"at most search.num_samples = {num_samples} points",
+        )
+    params = {p.name: p for p in space}
+    points: list[dict[str, Any]] = []
+    for i, point in enumerate(points_raw):
+        where = f"search.points_to_evaluate[{i}]"
+        if not isinstance(point, Mapping) or not point:
+            raise StudyConfigError(where, point, "a non-empty mapping {parameter: value}")
+        for key, value in point.items():
+            if key not in params:
+                raise StudyConfigError(
+                    f"{where}.{key}",
+                    problem="not a swept parameter",
+                    allowed=one_of(params) if params else "none (space is empty)",
+                )
+            p = params[key]
+            if not p.contains(value):
+                raise StudyConfigError(f"{where}.{key}", value, p.describe())
+        for key, value in point.items():
+            p = params[key]
+            known = {k: point[k] for k in p.when if k in point}
+            if p.when and len(known) == len(p.when) and not p.active(known):
+                raise StudyConfigError(
+                    f"{where}.{key}", value, f"nothing: {key} is only set when {p.describe_when()}"
+                )
+        points.append(dict(point))
+    return Search(
+        algorithm=algorithm,
+        num_samples=num_samples,
+        seed=seed,
+        sampler=sampler if algorithm == "optuna" else None,
+        points_to_evaluate=tuple(points),
+        max_concurrent=max_concurrent,
+    )
+
+
+def _parse_scheduler(
+    raw: Any, metrics: Sequence[Metric], trial: Mapping[str, Any], space: Sequence[Param]
+) -> Scheduler:
+    sched = _mapping(raw, "scheduler")
+    name = sched.get("name", "none")
+    if name not in SCHEDULERS:
+        raise StudyConfigError("scheduler.name", name, one_of(SCHEDULERS))
+    check_keys(sched, "scheduler", _SCHEDULER_KEYS[name], what=f"key for scheduler {name}")
+    if name == "none":
+        return Scheduler()
+    if len(metrics) > 1:
+        raise StudyConfigError("scheduler.name", name, "none (ASHA needs a single metric)")
+    grace = _int(sched.get("grace_period", 1), "scheduler.grace_period", minimum=1)
+    factor = sched.get("reduction_factor", 3)
+    if not is_number(factor) or not factor > 1:
+        raise StudyConfigError("scheduler.reduction_factor", factor, "a number > 1")
+    max_t = _optional_int(sched.get("max_t"), "scheduler.max_t", 1)
+    if max_t is None:
+        max_t = _max_epochs(trial, space)
+    if grace > max_t:
+        raise StudyConfigError("scheduler.grace_period", grace, f"at most max_t = {max_t} epochs")
+    return Scheduler(name, grace, factor, max_t)
+
+
+def _max_epochs(trial: Mapping[str, Any], space: Sequence[Param]) -> int:
+    for p in space:
+        if p.name == "epochs":
+            return int(max(p.values) if p.discrete else p.high)
+    return int(trial.get("epochs", trial_defaults().get("epochs", 1)))
+
+
+def _parse_resources(raw: Any, trial: Mapping[str, Any]) -> Resources:
+    res = _mapping(raw, "resources")
+    check_keys(res, "resources", ("cpu", "gpu"))
+    cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
+    if not is_number(cpu) or not cpu > 0:
+        raise StudyConfigError("resources.cpu", cpu, "a number > 0")
+    if not is_number(gpu) or gpu < 0:
+        raise StudyConfigError(
+            "resources.gpu", gpu, "a number >= 0 (fractions such as 0.25 share a GPU)"
+        )
+    if gpu > 1 and gpu != int(gpu):
+        raise StudyConfigError("resources.gpu", gpu, "a fraction <= 1 or a whole number of GPUs")
+    if gpu == 0 and trial.get("device") == "cuda":
+        raise StudyConfigError("resources.gpu", gpu, "a number > 0 (trial.device is cuda)")
+    return Resources(cpu=cpu, gpu=gpu)
+
+
+def _parse_storage(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise StudyConfigError("storage", raw, "a local path or a URI such as s3://bucket/studies")
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", raw)
+    if match and match.group(1).lower() not in _URI_SCHEMES:
+        raise StudyConfigError(
+            "storage", raw, "a local path or a URI with scheme " + one_of(_URI_SCHEMES)
+        )
+    return raw
+
+
+def _check_combinations(cfg: StudyConfig) -> None:
+    """Check whole grid trials against the trial validator (cross-key rules)."""
+    if cfg.search.algorithm != "grid" or not cfg.space:
+        return
+    from study.space import swept_grid
+
+    fixed = cfg.trial_settings()
+    for i, swept in enumerate(swept_grid(cfg, repeat=False)):
+        if i >= _MAX_CHECKED_COMBINATIONS:
+            break
+
+        def error(
+            field: str | None, value: Any, allowed: str | None, swept: dict = swept
+        ) -> StudyConfigError:
+            combo = ", ".join(f"{k}={plain(v)}" for k, v in swept.items())
+            where = f"space.{field}" if field in swept else f"trial.{field}" if field else "space"
+            return StudyConfigError(where, value, allowed, problem=f"in the trial {combo}")
+
+        _validate_trial({**fixed, **swept}, error)
+
+
+def _validate_trial(config: Mapping[str, Any], error: ErrorFactory) -> dict:
+    """Run the trial validator; turn its error into ``error(field, value, allowed)``."""
+    try:
+        return trial_validator()(config)
+    except StudyConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        field = getattr(exc, "field", None)
+        if field is None:
+            raise error(None, config, str(exc)) from None
+        allowed = getattr(exc, "allowed", None)
+        if isinstance(allowed, (list, tuple, set, frozenset)):
+            allowed = one_of(allowed)
+        value = getattr(exc, "value", None)
+        raise error(str(field), value, None if allowed is None else str(allowed)) from None
+
+
+def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise StudyConfigError(where, raw, "a mapping")
+    for key in raw:
+        if not isinstance(key, str):
+            raise StudyConfigError(f"{where}.{key}", problem="keys must be strings")
+    return raw
+
+
+def _int(value: Any, where: str, *, minimum: int) -> int:
+    if not is_int(value) or value < minimum:
+        raise StudyConfigError(where, value, f"an integer >= {minimum}")
+    return value
+
+
+def _optional_int(value: Any, where: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if not is_int(value) or value < minimum:
+        raise StudyConfigError(where, value, f"null or an integer >= {minimum}")
+    return value
+
+
+def _unwrap(values: Sequence[Any]) -> Any:
+    return values[0] if len(values) == 1 else list(values)

@@ -4,6 +4,8 @@ A trial calls :func:`load_dataset` with its config (keys of
 ``docs/contract.md``: ``dataset``, ``data_dir``, ``image_size``, ``fake_*``,
 ``augment``, ``seed``) and gets a :class:`Dataset`: the whole train and test
 split as tensors plus what is needed to turn a slice of them into a batch.
+The names are those of the registry ``xsam_contract.DATASETS``, whose
+entries point at the ``_load_<name>(config, data_dir)`` functions below.
 
 Storage and batches
     Images are stored as ``uint8`` tensors of shape ``(N, C, H, W)``; 1-D
@@ -72,7 +74,7 @@ Augmentation
     ``torch.Generator`` passed in, so the same generator state gives the same
     batch. mnist1d and digits are never augmented.
 
-Cache files are written atomically (temporary file + ``os.replace``), so
+Cache files are written atomically (``xsam_contract.atomic_write_with``), so
 concurrent trials never read a half-written file.
 """
 
@@ -82,7 +84,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,9 +93,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from xsam_contract import DATASETS, RegistryError, atomic_write_with, trial_defaults
+
 __all__ = [
     "CIFAR_STATS",
-    "DATASETS",
     "Dataset",
     "DatasetError",
     "PaperAugment",
@@ -104,8 +106,6 @@ __all__ = [
     "make_dataloader",
     "resolve_data_dir",
 ]
-
-DATASETS: tuple[str, ...] = ("mnist1d", "digits", "cifar10", "cifar100", "tinyimagenet", "fake")
 
 # Per-channel mean / std of the training images in [0, 1] (the values used
 # throughout the CIFAR literature).
@@ -138,7 +138,7 @@ class Dataset:
     """A whole dataset as tensors, plus how to turn a slice of it into a batch.
 
     Attributes:
-        name: Registry name (one of :data:`DATASETS`).
+        name: Registry name (one of ``xsam_contract.DATASETS``).
         x_train: Training inputs, ``(N, *input_shape)``; ``uint8`` for images,
             ``float32`` (already standardised) otherwise.
         y_train: Training labels, ``int64``.
@@ -481,18 +481,12 @@ def resolve_data_dir(config: Mapping[str, Any]) -> Path:
     return path.absolute()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    # Write beside the target, then rename: readers see the old file or the
-    # whole new one, never a partial write.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+def _write_cache(path: Path, write: Callable[[Any], None]) -> None:
+    # Readers see the old file or the whole new one; a read-only data dir is
+    # fine (the data is rebuilt next time).
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_with(path, write)
 
 
 @contextlib.contextmanager
@@ -543,7 +537,7 @@ def _channel_stats(
 # Loaders
 
 
-def _load_mnist1d(data_dir: Path) -> Dataset:
+def _load_mnist1d(config: Mapping[str, Any], data_dir: Path) -> Dataset:
     cache = data_dir / "mnist1d" / "mnist1d.npz"
     arrays: dict[str, np.ndarray] | None = None
     if cache.exists():
@@ -564,9 +558,7 @@ def _load_mnist1d(data_dir: Path) -> Dataset:
             random.setstate(py_state)
             np.random.set_state(np_state)
         arrays = {k: np.asarray(raw[k]) for k in ("x", "y", "x_test", "y_test")}
-        # A read-only data dir is fine: regenerate next time (about a second).
-        with contextlib.suppress(OSError):
-            _atomic_write(cache, lambda fh: np.savez(fh, **arrays))
+        _write_cache(cache, lambda fh: np.savez(fh, **arrays))  # regenerating takes a second
     x_train = torch.as_tensor(arrays["x"], dtype=torch.float64)
     x_test = torch.as_tensor(arrays["x_test"], dtype=torch.float64)
     mean, std = x_train.mean(), x_train.std()
@@ -582,7 +574,7 @@ def _load_mnist1d(data_dir: Path) -> Dataset:
     )
 
 
-def _load_digits() -> Dataset:
+def _load_digits(config: Mapping[str, Any], data_dir: Path) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -602,6 +594,14 @@ def _load_digits() -> Dataset:
         num_classes=10,
         input_shape=(1, 8, 8),
     )
+
+
+def _load_cifar10(config: Mapping[str, Any], data_dir: Path) -> Dataset:
+    return _load_cifar("cifar10", data_dir, config["augment"])
+
+
+def _load_cifar100(config: Mapping[str, Any], data_dir: Path) -> Dataset:
+    return _load_cifar("cifar100", data_dir, config["augment"])
 
 
 def _load_cifar(name: str, data_dir: Path, augment: bool) -> Dataset:
@@ -757,7 +757,10 @@ def _tiny_cache_valid(blob: Any, classes: list[str]) -> bool:
     )
 
 
-def _load_tinyimagenet(data_dir: Path, image_size: int | None, augment: bool) -> Dataset:
+def _load_tinyimagenet(config: Mapping[str, Any], data_dir: Path) -> Dataset:
+    image_size = config["image_size"]
+    if image_size is not None and int(image_size) < 1:
+        raise DatasetError(f"image_size must be a positive integer or null, got {image_size}")
     root = data_dir / _TINY_DIR
     if not root.is_dir():
         raise DatasetError(
@@ -766,7 +769,7 @@ def _load_tinyimagenet(data_dir: Path, image_size: int | None, augment: bool) ->
             f"{data_dir}, or set data_dir / $XSAM_DATA_DIR to the directory that contains "
             f"{_TINY_DIR}/."
         )
-    size = image_size or _TINY_NATIVE
+    size = int(image_size) if image_size else _TINY_NATIVE
     wnids_file = root / "wnids.txt"
 
     def cache_path(s: int) -> Path:
@@ -794,9 +797,7 @@ def _load_tinyimagenet(data_dir: Path, image_size: int | None, augment: bool) ->
             blob = read_cache(size, known)  # another trial may have built it meanwhile
             if blob is None:
                 blob = _build_tiny_cache(root, data_dir, size, read_cache)
-                # A read-only data dir is fine: decode again next time.
-                with contextlib.suppress(OSError):
-                    _atomic_write(cache_path(size), lambda fh: torch.save(blob, fh))
+                _write_cache(cache_path(size), lambda fh: torch.save(blob, fh))
     return Dataset(
         name="tinyimagenet",
         x_train=blob["x_train"],
@@ -805,7 +806,7 @@ def _load_tinyimagenet(data_dir: Path, image_size: int | None, augment: bool) ->
         y_test=blob["y_test"],
         num_classes=len(blob["classes"]),
         input_shape=tuple(blob["x_train"].shape[1:]),
-        augment=PaperAugment() if augment else None,
+        augment=PaperAugment() if config["augment"] else None,
         mean=tuple(blob["mean"]),
         std=tuple(blob["std"]),
     )
@@ -843,14 +844,14 @@ def _build_tiny_cache(
     }
 
 
-def _load_fake(config: Mapping[str, Any], augment: bool) -> Dataset:
+def _load_fake(config: Mapping[str, Any], data_dir: Path) -> Dataset:
     import torchvision.datasets as tvd
 
-    shape = tuple(int(v) for v in config.get("fake_shape", (3, 32, 32)))
-    classes = int(config.get("fake_classes", 10))
-    n_train = int(config.get("fake_train_size", 256))
-    n_test = int(config.get("fake_test_size", 128))
-    seed = int(config.get("seed", 0))
+    shape = tuple(int(v) for v in config["fake_shape"])
+    classes = int(config["fake_classes"])
+    n_train = int(config["fake_train_size"])
+    n_test = int(config["fake_test_size"])
+    seed = int(config["seed"])
     if len(shape) != 3 or not 1 <= shape[0] <= 4 or min(shape) < 1:
         raise DatasetError(
             f"fake_shape must be [channels, height, width] with 1-4 channels, got {list(shape)}"
@@ -886,7 +887,7 @@ def _load_fake(config: Mapping[str, Any], augment: bool) -> Dataset:
         y_test=y_test,
         num_classes=classes,
         input_shape=shape,
-        augment=PaperAugment() if augment else None,
+        augment=PaperAugment() if config["augment"] else None,
         mean=mean,
         std=std,
     )
@@ -896,33 +897,22 @@ def load_dataset(config: Mapping[str, Any]) -> Dataset:
     """Loads the dataset a trial config names, on the CPU.
 
     Args:
-        config: Trial config; reads ``dataset`` (default ``mnist1d``),
-            ``data_dir``, ``image_size``, ``fake_shape``, ``fake_classes``,
-            ``fake_train_size``, ``fake_test_size``, ``augment`` (default
-            true) and ``seed`` (default 0, used by ``fake`` only); missing
-            keys take the defaults of ``docs/contract.md``.
+        config: Trial config; reads ``dataset``, ``data_dir``, ``image_size``,
+            ``fake_shape``, ``fake_classes``, ``fake_train_size``,
+            ``fake_test_size``, ``augment`` and ``seed`` (``fake`` only);
+            missing keys take the defaults of ``xsam_contract.TRIAL_KEYS``.
 
     Returns:
         The dataset; call :meth:`Dataset.to` to move it to a device.
 
     Raises:
-        DatasetError: Unknown name, bad parameters, or data that is missing
-            and cannot be fetched (the message says how to provide it).
+        DatasetError: Unknown name (the message lists the registered ones),
+            bad parameters, or data that is missing and cannot be fetched
+            (the message says how to provide it).
     """
-    name = str(config.get("dataset", "mnist1d"))
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    augment = bool(config.get("augment", True))
-    data_dir = resolve_data_dir(config)
-    if name == "mnist1d":
-        return _load_mnist1d(data_dir)
-    if name == "digits":
-        return _load_digits()
-    if name in ("cifar10", "cifar100"):
-        return _load_cifar(name, data_dir, augment)
-    if name == "tinyimagenet":
-        image_size = config.get("image_size")
-        if image_size is not None and int(image_size) < 1:
-            raise DatasetError(f"image_size must be a positive integer or null, got {image_size}")
-        return _load_tinyimagenet(data_dir, int(image_size) if image_size else None, augment)
-    return _load_fake(config, augment)
+    full = {**trial_defaults(), **config}
+    try:
+        loader = DATASETS.load(full["dataset"])
+    except RegistryError as err:
+        raise DatasetError(f"dataset: {err}") from None
+    return loader(full, resolve_data_dir(full))

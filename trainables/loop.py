@@ -2,7 +2,7 @@
 
     trial = Trial(config)             # validated config → data, model, optimizer
     for row in trial.rows():          # trains epoch by epoch until done or diverged
-        ...                           # row: the metrics contract of docs/contract.md
+        ...                           # row: xsam_contract.METRICS, in that order
     trial.state_dict()                # everything needed to resume bit for bit
 
 `trainables.tune` wraps this for Ray Tune; tests and benchmarks use it directly.
@@ -22,55 +22,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.config import ConfigError, validate_trial_config
+import xsam_contract
 from trainables.data import Dataset, iterate_batches, load_dataset, make_dataloader
 from trainables.models import build_model
-from trainables.optim import (
-    GSAM,
-    SAM,
-    WSAM,
-    XSAM,
-    NullTimer,
-    PhaseTimer,
-    SharpnessAware,
-    alpha_grid,
+from trainables.optim import SAM, XSAM, NullTimer, PhaseTimer, SharpnessAware, alpha_grid
+from xsam_contract import (
+    OPTIMIZERS,
+    PROBE_FIELDS,
+    TIME_COLUMNS,
+    ConfigError,
+    RegistryError,
+    atomic_write_with,
+    validate_trial_config,
 )
 
-__all__ = ["METRICS", "ConfigError", "Trial", "validate_trial_config"]
+# ConfigError and validate_trial_config are xsam_contract's, re-exported for callers of
+# the trial layer.
+__all__ = [
+    "METRICS",
+    "TIME_COLUMNS",
+    "ConfigError",
+    "Trial",
+    "build_optimizer",
+    "validate_trial_config",
+]
 
-#: The cost columns of a row: seconds per epoch of each phase, and the whole epoch.
-TIME_COLUMNS = (
-    "time_ascent",
-    "time_descent",
-    "time_probe",
-    "time_update",
-    "time_data",
-    "time_eval",
-    "time_epoch",
-)
-
-#: The metrics row of docs/contract.md, in order: the contract with `analysis`.
-METRICS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "best_test_acc",
-    "diverged",
-    "alpha",
-    "alpha_refreshed",
-    "psi",
-    "probe_loss_v0",
-    "probe_loss_v1",
-    "probe_loss_best",
-    "probes",
-    "n_forward",
-    "n_backward",
-    *TIME_COLUMNS,
-)
+#: The column names of the metrics row, in order (``xsam_contract.METRICS`` has their types).
+METRICS: tuple[str, ...] = tuple(xsam_contract.METRICS)
 
 # Datasets stay loaded across trials of one process (Ray reuses actors).
 _DATASETS: dict[tuple, Dataset] = {}
@@ -133,47 +111,32 @@ class RefreshPolicy:
 
 
 def build_optimizer(config: dict[str, Any], model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer a config names, around SGD (momentum, coupled decay) or AdamW."""
+    """The optimizer a validated config names, around SGD (momentum, coupled decay) or AdamW.
+
+    The builder comes from the registry ``xsam_contract.OPTIMIZERS``; every builder is
+    called as ``build(params, base, base_kwargs, config, model)``.
+
+    Raises:
+        ConfigError: ``optimizer`` is not a registered name.
+    """
     if config["base_optimizer"] == "sgd":
         base: type[torch.optim.Optimizer] = torch.optim.SGD
-        base_kw: dict[str, Any] = dict(
+        base_kwargs: dict[str, Any] = dict(
             lr=config["lr"],
             momentum=config["momentum"],
             weight_decay=config["weight_decay"],
             nesterov=config["nesterov"] and config["momentum"] > 0,
         )
     else:
-        base, base_kw = (
-            torch.optim.AdamW,
-            dict(lr=config["lr"], weight_decay=config["weight_decay"]),
-        )
-    name = config["optimizer"]
-    if name == "sgd":
-        return base(model.parameters(), **base_kw)
-    sharp = dict(
-        rho=config["rho"],
-        steps=config["steps"],
-        adaptive=config["adaptive"],
-        eta=config["eta"],
-        model=model,
-        **base_kw,
-    )
-    search = dict(
-        rho_max=config["rho_max"], alpha_max=config["alpha_max"], alpha_delta=config["alpha_delta"]
-    )
-    if name == "xsam":
-        return XSAM(model.parameters(), base, alpha=config["alpha"], **search, **sharp)
-    if name == "sam":
-        return SAM(model.parameters(), base, **search, **sharp)
-    if name == "gsam":
-        return GSAM(model.parameters(), base, gsam_alpha=config["gsam_alpha"], **sharp)
-    return WSAM(
-        model.parameters(),
-        base,
-        wsam_gamma=config["wsam_gamma"],
-        wsam_decouple=config["wsam_decouple"],
-        **sharp,
-    )
+        base = torch.optim.AdamW
+        base_kwargs = dict(lr=config["lr"], weight_decay=config["weight_decay"])
+    try:
+        build = OPTIMIZERS.load(config["optimizer"])
+    except RegistryError:
+        raise ConfigError(
+            "optimizer", config["optimizer"], "one of " + ", ".join(OPTIMIZERS)
+        ) from None
+    return build(model.parameters(), base, base_kwargs, config, model)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -188,7 +151,7 @@ class Trial:
     """One trial: data, model, optimizer and schedule built from a config.
 
     Args:
-        config: trial settings (see `trainables.config.TRIAL_KEYS`); validated here.
+        config: trial settings (see ``xsam_contract.TRIAL_KEYS``); validated here.
         dataset: an already loaded dataset to use instead of loading one.
     """
 
@@ -216,10 +179,10 @@ class Trial:
             cfg["refresh_every"], cfg["refresh_unit"], self.steps_per_epoch
         )
         self.alphas = alpha_grid(cfg["alpha_max"], cfg["alpha_delta"])
-        # Diagnostics for optimizers that do not search α themselves: a SAM twin over the
-        # same parameters that only measures (never steps).
+        # Diagnostics for optimizers that do not search α themselves (SAM and its
+        # subclasses do): a SAM twin over the same parameters that only measures.
         self.diagnostic: SAM | None = None
-        if cfg["diagnostics"] and cfg["optimizer"] not in ("xsam", "sam"):
+        if cfg["diagnostics"] and not isinstance(self.optimizer, SAM):
             self.diagnostic = SAM(
                 self.model.parameters(),
                 torch.optim.SGD,
@@ -313,7 +276,8 @@ class Trial:
     def _alpha_in_use(self) -> float:
         if isinstance(self.optimizer, XSAM):
             return self.optimizer.alpha
-        return 1.0 if self.sharp is not None and self.config["optimizer"] == "sam" else math.nan
+        # SAM descends along v1, which is α = 1; other optimizers have no α.
+        return 1.0 if isinstance(self.optimizer, SAM) else math.nan
 
     def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
@@ -380,7 +344,9 @@ class Trial:
         probes: list[dict[str, Any]],
     ) -> None:
         cfg = self.config
-        is_xsam = cfg["optimizer"] == "xsam"
+        # XSAM's search steers its update (its probe forwards are the trial's own);
+        # any other search is a diagnostic.
+        is_xsam = isinstance(self.optimizer, XSAM)
         search = refresh_due and (is_xsam or cfg["diagnostics"])
         if search and self.diagnostic is not None:
             # timed apart as probe time; its passes are not counted as the trial's
@@ -409,9 +375,10 @@ class Trial:
             self.scaler.update()
 
     def _record(self, search: dict[str, Any], probes: list[dict[str, Any]]) -> None:
-        search = {**search, "epoch": self.epoch + 1}
-        self.last_search = search
-        probes.append(search)
+        found = {**search, "epoch": self.epoch + 1}
+        record = {name: found[name] for name in PROBE_FIELDS}  # the contract's fields, in order
+        self.last_search = record
+        probes.append(record)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -473,9 +440,8 @@ class Trial:
 
     def save(self, path: Path) -> None:
         """Write the state atomically (a crash never leaves half a checkpoint)."""
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        state = self.state_dict()
+        atomic_write_with(path, lambda fh: torch.save(state, fh))
 
     def load(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))

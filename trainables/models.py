@@ -1,7 +1,10 @@
 """Model registry: the networks a trial can train.
 
 :func:`build_model` takes a registry name, the per-sample input shape of the
-dataset (``Dataset.input_shape``) and the number of classes.
+dataset (``Dataset.input_shape``) and the number of classes. The names are
+those of the registry ``xsam_contract.MODELS``, whose entries point at the
+``_build_<name>(input_shape, num_classes)`` functions at the end of this
+module.
 
 Input shapes
     ``cnn1d``
@@ -40,14 +43,14 @@ starts at weight 1 and bias 0, linear biases at 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "ModelError", "build_model", "count_parameters"]
+from xsam_contract import MODELS, RegistryError
 
-MODELS: tuple[str, ...] = ("cnn1d", "mlp", "resnet18", "vgg11_bn", "densenet121", "wrn28_10")
+__all__ = ["ModelError", "build_model", "count_parameters"]
 
 _IMAGE_MODELS = ("resnet18", "vgg11_bn", "densenet121", "wrn28_10")
 _MIN_IMAGE_SIDE = {"resnet18": 8, "vgg11_bn": 32, "densenet121": 8, "wrn28_10": 8}
@@ -410,24 +413,69 @@ class WideResNet(nn.Module):
 
 
 # --------------------------------------------------------------------------
-# Registry
+# Registry: the builders xsam_contract.MODELS points at, each (input_shape, num_classes)
 
 
-def _image_builder(name: str) -> Callable[[int, int], nn.Module]:
-    builders: dict[str, Callable[[int, int], nn.Module]] = {
-        "resnet18": lambda c, k: ResNet(c, k),
-        "vgg11_bn": lambda c, k: VGG(c, k),
-        "densenet121": lambda c, k: DenseNet(c, k),
-        "wrn28_10": lambda c, k: WideResNet(c, k, depth=28, widen=10, dropout=0.0),
-    }
-    return builders[name]
+def _build_cnn1d(shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if len(shape) != 2 or shape[1] < _MIN_SIGNAL_LENGTH:
+        raise ModelError(
+            f"model 'cnn1d' takes 1-D signals of shape (channels, length) with length >= "
+            f"{_MIN_SIGNAL_LENGTH}, e.g. (1, 40) for mnist1d; got input shape {shape}. "
+            f"For images use one of {', '.join(_IMAGE_MODELS)} (or mlp)."
+        )
+    return _initialised(CNN1D(shape[0], num_classes))
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def _build_mlp(shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _initialised(MLP(math.prod(shape), num_classes))
+
+
+def _build_resnet18(shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _initialised(ResNet(_image_channels("resnet18", shape), num_classes))
+
+
+def _build_vgg11_bn(shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _initialised(VGG(_image_channels("vgg11_bn", shape), num_classes))
+
+
+def _build_densenet121(shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return _initialised(DenseNet(_image_channels("densenet121", shape), num_classes))
+
+
+def _build_wrn28_10(shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    channels = _image_channels("wrn28_10", shape)
+    return _initialised(WideResNet(channels, num_classes, depth=28, widen=10, dropout=0.0))
+
+
+def _initialised(model: nn.Module) -> nn.Module:
+    _init_weights(model)
+    return model
+
+
+def _image_channels(name: str, shape: tuple[int, ...]) -> int:
+    """The channel count of an image shape the model accepts, else a ModelError with a hint."""
+    side = _MIN_IMAGE_SIDE[name]
+    if len(shape) == 3 and min(shape[1:]) >= side:
+        return shape[0]
+    smaller = [m for m in _IMAGE_MODELS if _MIN_IMAGE_SIDE[m] < side]
+    hint = (
+        f"For smaller images use {', '.join(smaller)} (or mlp)."
+        if len(shape) == 3 and smaller
+        else "For 1-D signals use cnn1d (or mlp)."
+        if len(shape) == 2
+        else "mlp takes any shape."
+    )
+    raise ModelError(
+        f"model {name!r} takes images of shape (channels, height, width) with height and "
+        f"width >= {side}, e.g. (3, 32, 32); got input shape {shape}. {hint}"
+    )
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Builds a freshly initialised model (on the CPU; seed torch first for reproducibility).
 
     Args:
-        name: One of :data:`MODELS`.
+        name: One of ``xsam_contract.MODELS``.
         input_shape: Per-sample input shape, ``Dataset.input_shape``.
         num_classes: Number of output logits (>= 2).
 
@@ -435,43 +483,17 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
         The model, mapping ``(B, *input_shape)`` to ``(B, num_classes)``.
 
     Raises:
-        ModelError: Unknown name, bad class count, or an input shape the model
-            does not accept (the message names the accepted shapes).
+        ModelError: Unknown name (the message lists the registered ones), bad
+            class count, or an input shape the model does not accept (the
+            message names the accepted shapes).
     """
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    try:
+        builder = MODELS.load(name)
+    except RegistryError as err:
+        raise ModelError(f"model: {err}") from None
     shape = tuple(int(s) for s in input_shape)
     if not shape or min(shape) < 1:
         raise ModelError(f"model {name!r}: input shape must be non-empty and positive, got {shape}")
     if int(num_classes) < 2:
         raise ModelError(f"model {name!r}: num_classes must be >= 2, got {num_classes}")
-    num_classes = int(num_classes)
-
-    if name == "mlp":
-        model: nn.Module = MLP(math.prod(shape), num_classes)
-    elif name == "cnn1d":
-        if len(shape) != 2 or shape[1] < _MIN_SIGNAL_LENGTH:
-            raise ModelError(
-                f"model 'cnn1d' takes 1-D signals of shape (channels, length) with length >= "
-                f"{_MIN_SIGNAL_LENGTH}, e.g. (1, 40) for mnist1d; got input shape {shape}. "
-                f"For images use one of {', '.join(_IMAGE_MODELS)} (or mlp)."
-            )
-        model = CNN1D(shape[0], num_classes)
-    else:
-        side = _MIN_IMAGE_SIDE[name]
-        if len(shape) != 3 or min(shape[1:]) < side:
-            smaller = [m for m in _IMAGE_MODELS if _MIN_IMAGE_SIDE[m] < side]
-            hint = (
-                f"For smaller images use {', '.join(smaller)} (or mlp)."
-                if len(shape) == 3 and smaller
-                else "For 1-D signals use cnn1d (or mlp)."
-                if len(shape) == 2
-                else "mlp takes any shape."
-            )
-            raise ModelError(
-                f"model {name!r} takes images of shape (channels, height, width) with height and "
-                f"width >= {side}, e.g. (3, 32, 32); got input shape {shape}. {hint}"
-            )
-        model = _image_builder(name)(shape[0], num_classes)
-    _init_weights(model)
-    return model
+    return builder(shape, int(num_classes))

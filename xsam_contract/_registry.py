@@ -47,6 +47,7 @@ class Registry(Mapping[str, str]):
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order."""
         return tuple(self._entries)
 
     def check(self, name: Any) -> str:
@@ -57,10 +58,16 @@ class Registry(Mapping[str, str]):
 
     def load(self, name: str) -> Any:
         """Imports and returns the builder registered under ``name``."""
-        module, _, attributes = self._entries[self.check(name)].partition(":")
-        target: Any = importlib.import_module(module)
-        for attribute in attributes.split("."):  # "SAM.from_config" reaches a classmethod
-            target = getattr(target, attribute)
+        where = self._entries[self.check(name)]
+        module, _, attributes = where.partition(":")
+        try:
+            target: Any = importlib.import_module(module)
+            for attribute in attributes.split("."):  # "SAM.from_config" reaches a classmethod
+                target = getattr(target, attribute)
+        except (ImportError, AttributeError) as err:
+            # A registered entry whose code is missing is a broken install or plugin, not
+            # bad user input: say which entry points where.
+            raise ImportError(f"{self.kind} {name!r} is registered as {where!r}: {err}") from err
         return target
 
     def register(self, name: str, target: str) -> None:
@@ -69,11 +76,16 @@ class Registry(Mapping[str, str]):
         Registration is per process: a study whose trials use a new entry
         registers it in the module the trainable imports (see CONTRIBUTING.md).
         """
-        if ":" not in target:
-            raise ValueError(f"{self.kind} {name!r}: target must be 'module:attribute', not {target!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name must be a non-empty string, not {name!r}")
+        if not isinstance(target, str) or ":" not in target:
+            raise ValueError(
+                f"{self.kind} {name!r}: target must be 'module:attribute', not {target!r}"
+            )
         self._entries[name] = target
 
     def unregister(self, name: str) -> None:
+        """Removes an entry (no error when absent): undoes :meth:`register`."""
         self._entries.pop(name, None)
 
 

@@ -77,10 +77,14 @@ def _num(
     return Key(default, check, f"a number in {left}{lo}, {hi}{right}", "float64")
 
 
-def _one_of(default: str, choices: tuple[str, ...] | Registry) -> Key:
-    names = tuple(choices)
-    # A registry is read at check time: an entry registered later is allowed.
-    return Key(default, lambda v: v in tuple(choices), "one of " + ", ".join(names), "string")
+def _one_of(default: str, choices: tuple[str, ...]) -> Key:
+    return Key(default, lambda v: v in choices, "one of " + ", ".join(choices), "string")
+
+
+def _registered(default: str, registry: Registry, table: str) -> Key:
+    # Read at check time: an entry registered later is allowed (errors list the names
+    # registered then, see _current).
+    return Key(default, lambda v: v in registry, f"a name in {table}", "string")
 
 
 def _bool(default: bool) -> Key:
@@ -89,7 +93,7 @@ def _bool(default: bool) -> Key:
 
 TRIAL_KEYS: dict[str, Key] = {
     # data
-    "dataset": _one_of("mnist1d", DATASETS),
+    "dataset": _registered("mnist1d", DATASETS, "DATASETS"),
     "data_dir": Key(None, lambda v: v is None or isinstance(v, str), "a path or null", "string"),
     "image_size": Key(
         None,
@@ -115,8 +119,8 @@ TRIAL_KEYS: dict[str, Key] = {
     "data_on_device": _bool(True),
     "num_workers": _int(0, 0, 256),
     # model and optimizer
-    "model": _one_of("cnn1d", MODELS),
-    "optimizer": _one_of("xsam", OPTIMIZERS),
+    "model": _registered("cnn1d", MODELS, "MODELS"),
+    "optimizer": _registered("xsam", OPTIMIZERS, "OPTIMIZERS"),
     "adaptive": _bool(False),
     "base_optimizer": _one_of("sgd", ("sgd", "adamw")),
     "lr": _num(0.05, 0, lo_open=True),
@@ -155,8 +159,10 @@ MAX_ALPHA_POINTS = 10_000
 
 def trial_defaults() -> dict[str, Any]:
     """Every trial key with its default value (a fresh dict: callers may change it)."""
-    return {name: (list(k.default) if isinstance(k.default, list) else k.default)
-            for name, k in TRIAL_KEYS.items()}
+    return {
+        name: (list(k.default) if isinstance(k.default, list) else k.default)
+        for name, k in TRIAL_KEYS.items()
+    }
 
 
 def validate_trial_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -208,5 +214,3 @@ def _current(name: str, key: Key) -> str:
     """What is allowed now: registries may have gained entries since the table was built."""
     registry = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS}.get(name)
     return "one of " + ", ".join(registry) if registry is not None else key.allowed
-
-

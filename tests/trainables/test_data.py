@@ -17,7 +17,6 @@ from PIL import Image
 from trainables import data
 from trainables.data import (
     CIFAR_STATS,
-    DATASETS,
     Dataset,
     DatasetError,
     PaperAugment,
@@ -25,6 +24,7 @@ from trainables.data import (
     load_dataset,
     make_dataloader,
 )
+from xsam_contract import DATASETS
 
 # --------------------------------------------------------------------------
 # helpers
@@ -89,6 +89,7 @@ def test_registry_names_and_unknown_dataset() -> None:
     assert set(DATASETS) == {"mnist1d", "digits", "cifar10", "cifar100", "tinyimagenet", "fake"}
     with pytest.raises(DatasetError) as err:
         load_dataset({"dataset": "imagenet"})
+    assert str(err.value).startswith("dataset: unknown dataset 'imagenet'")
     for name in DATASETS:
         assert name in str(err.value)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.models import MODELS, ModelError, build_model, count_parameters
+from trainables.models import ModelError, build_model, count_parameters
+from xsam_contract import MODELS
 
 CIFAR = (3, 32, 32)
 TINY = (3, 64, 64)
@@ -118,6 +119,7 @@ def test_build_is_reproducible_under_a_seed() -> None:
 def test_bad_names_and_class_counts() -> None:
     with pytest.raises(ModelError) as err:
         build_model("resnet50", CIFAR, 10)
+    assert str(err.value).startswith("model: unknown model 'resnet50'")
     assert all(name in str(err.value) for name in MODELS)
     with pytest.raises(ModelError, match="num_classes"):
         build_model("mlp", MNIST1D, 1)

@@ -8,11 +8,15 @@ This package imports nothing but torch.
                alpha_max=2.0, alpha_delta=0.1, alpha=1.0, model=model,
                lr=0.05, momentum=0.9, weight_decay=1e-3)
     loss = opt.step(closure, probe=probe)   # probe only on α-refresh steps
+
+The registry `xsam_contract.OPTIMIZERS` builds them from a trial config with
+`build_base` (plain training) and `<Class>.from_config`, all called as
+`(params, base, base_kwargs, config, model)`.
 """
 
 from __future__ import annotations
 
-from trainables.optim._base import AlphaSearch, SharpnessAware
+from trainables.optim._base import AlphaSearch, SharpnessAware, build_base
 from trainables.optim._batchnorm import frozen_running_stats
 from trainables.optim._functional import alpha_grid
 from trainables.optim._gsam import GSAM
@@ -32,5 +36,6 @@ __all__ = [
     "PhaseTimer",
     "SharpnessAware",
     "alpha_grid",
+    "build_base",
     "frozen_running_stats",
 ]

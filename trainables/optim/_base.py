@@ -74,6 +74,21 @@ class _Vectors:
     extra: dict[str, Tensors] = field(default_factory=dict)
 
 
+def build_base(
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    base: type[torch.optim.Optimizer],
+    base_kwargs: dict[str, Any],
+    config: dict[str, Any],
+    model: torch.nn.Module | None,
+) -> torch.optim.Optimizer:
+    """The registry's builder for plain training: the base optimizer alone.
+
+    Takes the same arguments as `SharpnessAware.from_config`; `config` and
+    `model` are unused because the base optimizer needs only `base_kwargs`.
+    """
+    return base(params, **base_kwargs)
+
+
 class SharpnessAware(torch.optim.Optimizer):
     """Base class: k-step sharpness-aware minimisation around a base optimizer.
 
@@ -93,6 +108,30 @@ class SharpnessAware(torch.optim.Optimizer):
 
     #: names of the parameter-sized buffers this optimizer keeps besides θ0
     _extra_buffers: tuple[str, ...] = ()
+    #: trial-config keys passed to the constructor by `from_config`; subclasses extend it
+    config_keys: tuple[str, ...] = ("rho", "steps", "adaptive", "eta")
+
+    @classmethod
+    def from_config(
+        cls,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        base: type[torch.optim.Optimizer],
+        base_kwargs: dict[str, Any],
+        config: dict[str, Any],
+        model: torch.nn.Module | None,
+    ) -> torch.optim.Optimizer:
+        """Builds the optimizer from a validated trial config (the registry's builder).
+
+        Args:
+            params: parameters or parameter groups.
+            base: the base optimizer class.
+            base_kwargs: its arguments (lr, momentum, …).
+            config: a trial config from `xsam_contract.validate_trial_config`;
+                only the keys in `config_keys` are read.
+            model: the model, for BatchNorm statistics at θ0.
+        """
+        own = {key: config[key] for key in cls.config_keys}
+        return cls(params, base, model=model, **own, **base_kwargs)
 
     def __init__(
         self,
@@ -303,6 +342,10 @@ class SharpnessAware(torch.optim.Optimizer):
         torch._foreach_add_(vec.grads, u)
 
     # ---------------------------------------------------------- plumbing
+    def _restore_theta0(self, vec: _Vectors) -> None:
+        """θ ← θ0 in place."""
+        torch._foreach_copy_(vec.params, vec.theta0)
+
     @torch.enable_grad()
     def _pass(self, closure: Closure) -> torch.Tensor:
         self.zero_grad(set_to_none=False)

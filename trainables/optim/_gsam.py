@@ -23,6 +23,7 @@ class GSAM(SharpnessAware):
     """
 
     _extra_buffers = ("g0",)
+    config_keys = (*SharpnessAware.config_keys, "gsam_alpha")
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from trainables.optim._base import Probe, SharpnessAware, _Vectors
+from trainables.optim._base import Probe, SharpnessAware, _check, _Vectors
 from trainables.optim._functional import alpha_grid
 
 
@@ -15,13 +15,17 @@ class SAM(SharpnessAware):
 
     With `probe` given to `step`, XSAM's α search runs as a diagnostic (its
     result lands in `last_search`, timed as `probe`) and the update stays SAM's.
+    `XSAM` builds on this class: the constructor, its checks and the α search
+    are shared.
 
     Args:
-        rho_max: ρm of the diagnostic α search.
-        alpha_max: a, the upper end of its grid.
-        alpha_delta: δ, its grid step.
+        rho_max: ρm, the probe radius of the α search (> 0).
+        alpha_max: a, the upper end of its grid (>= 0).
+        alpha_delta: δ, its grid step (> 0).
         **kwargs: see `SharpnessAware`.
     """
+
+    config_keys = (*SharpnessAware.config_keys, "rho_max", "alpha_max", "alpha_delta")
 
     def __init__(
         self,
@@ -33,20 +37,27 @@ class SAM(SharpnessAware):
         alpha_delta: float = 0.1,
         **kwargs: Any,
     ) -> None:
+        _check(rho_max > 0, "rho_max", rho_max, "> 0")
+        _check(alpha_max >= 0, "alpha_max", alpha_max, ">= 0")
+        _check(alpha_delta > 0, "alpha_delta", alpha_delta, "> 0")
         super().__init__(params, base_optimizer, **kwargs)
         self.rho_max = rho_max
         self.alphas = alpha_grid(alpha_max, alpha_delta)
+
+    def _search(self, vec: _Vectors, probe: Probe, norm_u: Any, norm_g: Any, psi: Any) -> None:
+        """Run the α search over this optimizer's grid into `last_search` (timed as `probe`)."""
+        with self.timer.phase("probe"):
+            self.last_search = self._search_alpha(
+                vec, probe, norm_u, norm_g, psi, self.rho_max, self.alphas
+            )
 
     def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
         with self.timer.phase("update"):
             if probe is None:
                 # d = gk already sits in p.grad; only θ0 needs restoring.
-                torch._foreach_copy_(vec.params, vec.theta0)
+                self._restore_theta0(vec)
                 return
             # The diagnostic needs θk − θ0: that buffer exists only when asked for.
             vec.extra["direction"] = self._buffer("direction", vec.params)
             norm_u, norm_g, psi = self._prepare_directions(vec)
-        with self.timer.phase("probe"):
-            self.last_search = self._search_alpha(
-                vec, probe, norm_u, norm_g, psi, self.rho_max, self.alphas
-            )
+        self._search(vec, probe, norm_u, norm_g, psi)

@@ -23,6 +23,7 @@ class WSAM(SharpnessAware):
     """
 
     _extra_buffers = ("g0",)
+    config_keys = (*SharpnessAware.config_keys, "wsam_gamma", "wsam_decouple")
 
     def __init__(
         self,

@@ -7,22 +7,61 @@ so it must be importable by name.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import pickle
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study._storage import upload_file
+
+__all__ = ["JournaledOptunaSearch", "ListSearcher", "TrialDirname", "journal_at", "optuna_state"]
+
 logger = logging.getLogger(__name__)
 
-#: Journal file the Optuna mirror writes to instead of the one recorded in the
-#: searcher: set by ``resume_study`` (the study directory may have moved).
-journal_override: str | None = None
+# The journal file of the study being resumed (its directory may have moved
+# since the searcher was pickled): Ray unpickles the searcher inside
+# Tuner.fit, so the resume tells it through this context, see journal_at.
+_JOURNAL_AT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "xsam_tune_journal_at", default=None
+)
+
+
+@contextlib.contextmanager
+def journal_at(path: str | None) -> Iterator[None]:
+    """Within this block, a :class:`JournaledOptunaSearch` writes its journal to ``path``
+    (and uploads nothing), whatever it was built with. None changes nothing.
+
+    ``resume_study`` wraps ``Tuner.fit`` in it: a resumed study keeps its
+    journal in its own, possibly moved, directory.
+    """
+    token = _JOURNAL_AT.set(path)
+    try:
+        yield
+    finally:
+        _JOURNAL_AT.reset(token)
+
+
+def optuna_state(searcher: OptunaSearch) -> tuple[Any, dict[str, Any]]:
+    """The ``optuna.Study`` an ``OptunaSearch`` asks and tells (None before the Tuner
+    set it up), and its Optuna trials by Ray trial id.
+
+    Ray 2.60 has no public accessor for either: ``OptunaSearch`` keeps them in
+    ``_ot_study`` and ``_ot_trials`` (and pickles them with the searcher,
+    which is what resuming needs). Its ``storage=`` argument would write the
+    journal itself, but the storage is pickled with its path, so a study
+    directory that moved could not be resumed, and the journal would lose the
+    Ray trial ids. This is the one place that reads the private state;
+    ``tests/study/test_study_searchers.py`` fails if Ray renames it.
+    """
+    return searcher._ot_study, dict(searcher._ot_trials)
 
 
 class ListSearcher(Searcher):
@@ -115,8 +154,8 @@ class JournaledOptunaSearch(OptunaSearch):
 
     @property
     def journal_path(self) -> str | None:
-        """Where the mirror is written (the resume override wins)."""
-        return journal_override or self._journal_path
+        """Where the mirror is written (a :func:`journal_at` block wins)."""
+        return _JOURNAL_AT.get() or self._journal_path
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -128,17 +167,16 @@ class JournaledOptunaSearch(OptunaSearch):
     def write_journal(self) -> None:
         """Append the finished trials not yet in the journal file."""
         path = self.journal_path
-        if not path or self._ot_study is None:
+        study, trials = optuna_state(self)
+        if not path or study is None:
             return
+        ray_ids = {t.number: trial_id for trial_id, t in trials.items()}
         try:
-            _mirror_study(self._ot_study, path, self._journal_study, self._ray_ids(), self.metric)
-            if self._journal_upload and journal_override is None:
-                _upload(path, self._journal_upload)
+            _mirror_study(study, path, self._journal_study, ray_ids, self.metric)
+            if self._journal_upload and _JOURNAL_AT.get() is None:
+                upload_file(path, self._journal_upload)
         except Exception as exc:  # the dashboard file must never stop a study
             logger.warning("could not write the Optuna journal %s: %s", path, exc)
-
-    def _ray_ids(self) -> dict[int, str]:
-        return {t.number: trial_id for trial_id, t in self._ot_trials.items()}
 
 
 def _mirror_study(source: Any, path: str, name: str, ray_ids: dict[int, str], metric: Any) -> None:
@@ -174,14 +212,6 @@ def _mirror_study(source: Any, path: str, name: str, ray_ids: dict[int, str], me
                 intermediate_values=t.intermediate_values,
             )
         )
-
-
-def _upload(local: str, uri: str) -> None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-    with open(local, "rb") as src, fs.open_output_stream(path) as dst:
-        dst.write(src.read())
 
 
 class TrialDirname:

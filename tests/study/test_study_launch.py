@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from study import StudyLaunchError, launch, parse_study, read_study_config, resume_study, run_study
+from study import StudyLaunchError, parse_study, read_study_config, resume_study, run_study
 from study._state import last_study
 from study.cli import main
-from study.launch import _check_storage, _on_shared_filesystem, _run_name
 
 
 def _result_epochs(trial_dir: Path) -> list[int]:
@@ -189,51 +188,10 @@ def test_the_real_trainable(ray_session: None, tmp_path: Path, capsys) -> None:
 # -- checks before anything starts (no Ray) ---------------------------------
 
 
-def test_unusable_remote_storage(base: dict[str, Any], tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    uri = f"file://{blocker}/studies"
-    with pytest.raises(StudyLaunchError, match=f"^storage {uri}/tiny: "):
-        launch._write_text(f"{uri}/tiny", "study.json", "{}")
-
-
 def test_an_existing_named_study_is_refused(base: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     with pytest.raises(StudyLaunchError, match="exists already: resume it"):
         run_study(parse_study(base), storage=str(tmp_path), name="taken", trainable=print)
-
-
-def test_default_name_is_dated_when_taken(tmp_path: Path) -> None:
-    assert _run_name(str(tmp_path), None, "q") == "q"
-    (tmp_path / "q").mkdir()
-    dated = _run_name(str(tmp_path), None, "q")
-    assert dated.startswith("q-") and len(dated) == len("q-20250101-120000")
-
-
-def test_multi_node_cluster_with_local_storage(tmp_path: Path, monkeypatch) -> None:
-    import ray
-
-    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
-    with pytest.raises(
-        StudyLaunchError, match="local to this machine, but the cluster has 2 nodes"
-    ):
-        _check_storage(str(tmp_path), allow_local=False)
-    _check_storage(str(tmp_path), allow_local=True)
-    _check_storage("s3://bucket/studies", allow_local=False)
-    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
-    _check_storage(str(tmp_path), allow_local=False)
-
-
-def test_shared_filesystem_detection(tmp_path: Path) -> None:
-    mounts = tmp_path / "mounts"
-    mounts.write_text(
-        "/dev/sda1 / ext4 rw 0 0\n"
-        f"server:/export {tmp_path}/shared nfs4 rw 0 0\n"
-        f"tmpfs {tmp_path}/shared/tmp tmpfs rw 0 0\n"
-    )
-    assert _on_shared_filesystem(str(tmp_path / "shared" / "studies"), str(mounts))
-    assert not _on_shared_filesystem(str(tmp_path / "shared" / "tmp" / "x"), str(mounts))
-    assert not _on_shared_filesystem(str(tmp_path / "local"), str(mounts))
 
 
 def test_resume_of_a_study_that_never_started(base: dict[str, Any], tmp_path: Path) -> None:

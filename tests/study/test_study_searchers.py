@@ -8,8 +8,14 @@ from typing import Any
 import optuna
 import pytest
 
-from study import _searchers, build_tune_space, parse_study
-from study._searchers import JournaledOptunaSearch, ListSearcher, TrialDirname
+from study import build_tune_space, parse_study
+from study._searchers import (
+    JournaledOptunaSearch,
+    ListSearcher,
+    TrialDirname,
+    journal_at,
+    optuna_state,
+)
 
 
 def _load(path: Path, name: str) -> optuna.Study:
@@ -31,7 +37,7 @@ def test_list_searcher_hands_out_the_list_then_finishes(tmp_path: Path) -> None:
     assert again.suggest("t3") == ListSearcher.FINISHED
 
 
-def test_optuna_journal_mirror(base: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+def test_optuna_journal_mirror(base: dict[str, Any], tmp_path: Path) -> None:
     base["search"] = {"algorithm": "optuna", "num_samples": 3, "seed": 0}
     base["space"] = {
         "optimizer": {"choice": ["sam", "xsam"]},
@@ -53,10 +59,23 @@ def test_optuna_journal_mirror(base: dict[str, Any], tmp_path: Path, monkeypatch
 
     # a resumed study writes where resume_study says (the directory may have moved)
     moved = tmp_path / "moved.journal"
-    monkeypatch.setattr(_searchers, "journal_override", str(moved))
-    searcher.suggest("t3")
-    searcher.on_trial_complete("t3", {"test_acc": 0.7, "training_iteration": 3})
+    with journal_at(str(moved)):
+        searcher.suggest("t3")
+        searcher.on_trial_complete("t3", {"test_acc": 0.7, "training_iteration": 3})
     assert len(_load(moved, "s").trials) == 3 and len(_load(journal, "s").trials) == 2
+    assert searcher.journal_path == str(journal)  # only within the block
+
+
+def test_optuna_state_reads_what_ray_keeps(base: dict[str, Any]) -> None:
+    # Fails when Ray renames OptunaSearch's private study or trial table.
+    base["search"] = {"algorithm": "optuna", "num_samples": 2, "seed": 0}
+    base["space"] = {"optimizer": {"choice": ["sam", "xsam"]}}
+    searcher = JournaledOptunaSearch(
+        space=build_tune_space(parse_study(base)).optuna_space, metric="test_acc", mode="max"
+    )
+    searcher.suggest("t1")
+    study, trials = optuna_state(searcher)
+    assert list(trials) == ["t1"] and [t.number for t in study.trials] == [trials["t1"].number]
 
 
 def test_a_broken_journal_does_not_stop_the_study(base: dict[str, Any], tmp_path: Path) -> None:

@@ -1,0 +1,185 @@
+"""The Ray Tune ``Tuner`` of a study: trainable, searcher, scheduler, run settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from study import _storage
+from study._errors import StudyLaunchError
+from study._schema import StudyConfig
+from study._state import cache_dir
+from study.space import TuneSpace, count_trials
+from xsam_contract import STUDY_FILES
+
+__all__ = [
+    "JOURNAL_NAME",
+    "absolute_paths",
+    "build_tuner",
+    "default_trainable",
+    "is_complete",
+    "with_resources",
+]
+
+#: The Optuna journal (for optuna-dashboard) inside an Optuna study's directory.
+JOURNAL_NAME = STUDY_FILES["optuna_journal"]
+
+
+def default_trainable() -> Callable[[dict], Any]:
+    """``trainables.tune.train_trial``, the trial side's function trainable.
+
+    Raises:
+        StudyLaunchError: The trial side is not installed.
+    """
+    if importlib.util.find_spec("trainables.tune") is None:
+        raise StudyLaunchError(
+            "no trial trainable: trainables/tune.py (train_trial) is not available"
+        )
+    from trainables.tune import train_trial
+
+    return train_trial
+
+
+def with_resources(trainable: Callable[[dict], Any], cfg: StudyConfig) -> Any:
+    """The trainable with the study's per-trial resources attached."""
+    from ray import tune
+
+    return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+
+
+def build_tuner(
+    cfg: StudyConfig,
+    space: TuneSpace,
+    trainable: Callable[[dict], Any],
+    *,
+    root: str,
+    run_name: str,
+    verbose: int,
+) -> Any:
+    """The ``Tuner`` that runs the study into ``<root>/<run_name>``.
+
+    Args:
+        cfg: The validated study.
+        space: Its search space (:func:`study.space.build_tune_space`).
+        trainable: The function trainable.
+        root: Storage root (local path or URI).
+        run_name: Study-directory name under ``root``.
+        verbose: Ray Tune verbosity (0 silent, 1 progress, 2 every result).
+    """
+    from ray import tune
+
+    from study._searchers import TrialDirname
+
+    single = not cfg.multi_objective
+    return tune.Tuner(
+        with_resources(trainable, cfg),
+        param_space=space.param_space,
+        tune_config=tune.TuneConfig(
+            # Several objectives go to the Optuna searcher only: Ray's
+            # TuneConfig takes one metric.
+            metric=cfg.metric if single else None,
+            mode=cfg.mode if single else None,
+            search_alg=_searcher(cfg, space, run_name, _storage.join(root, run_name)),
+            scheduler=_scheduler(cfg),
+            num_samples=space.num_samples,
+            reuse_actors=True,
+            trial_dirname_creator=TrialDirname([p.name for p in cfg.space]),
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=root,
+            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            verbose=verbose,
+        ),
+    )
+
+
+def is_complete(results: Any, cfg: StudyConfig) -> bool:
+    """Whether every trial of the study ran to its end (terminated or errored).
+
+    False after an interruption (Ctrl-C makes ``Tuner.fit`` return early):
+    the study is then resumable with ``resume_study``.
+    """
+    done = results.num_terminated + results.num_errors
+    return done == len(results) and len(results) >= count_trials(cfg)
+
+
+def absolute_paths(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a relative ``data_dir`` against the launch directory: trials run
+    in their own working directories (docs/contract.md)."""
+    out = dict(settings)
+    data_dir = out.get("data_dir")
+    relative = isinstance(data_dir, str) and not os.path.isabs(data_dir)
+    if relative and not _storage.is_uri(data_dir) and not data_dir.startswith("~"):
+        out["data_dir"] = os.path.abspath(data_dir)
+    return out
+
+
+def _searcher(cfg: StudyConfig, space: TuneSpace, run_name: str, study_dir: str) -> Any:
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from study._searchers import JournaledOptunaSearch, ListSearcher
+
+    cap = cfg.effective_concurrency()
+    if space.kind == "native":
+        return BasicVariantGenerator(
+            points_to_evaluate=space.points_to_evaluate,
+            max_concurrent=cap or 0,
+            random_state=cfg.search.seed,
+        )
+    if space.kind == "list":
+        searcher = ListSearcher(space.trials or [])
+    else:
+        if _storage.is_uri(study_dir):
+            # Optuna's journal needs a local file: keep it in the cache, upload a copy.
+            journal = str(cache_dir() / "journals" / run_name / JOURNAL_NAME)
+            upload = _storage.join(study_dir, JOURNAL_NAME)
+        else:
+            journal, upload = _storage.join(study_dir, JOURNAL_NAME), None
+        searcher = JournaledOptunaSearch(
+            space=space.optuna_space,
+            metric=cfg.metric,
+            mode=cfg.mode,
+            points_to_evaluate=space.points_to_evaluate,
+            sampler=_sampler(cfg),
+            study_name=run_name,
+            journal_path=journal,
+            journal_study=run_name,
+            journal_upload=upload,
+        )
+    return ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher
+
+
+def _sampler(cfg: StudyConfig) -> Any:
+    import optuna
+
+    # Optuna logs every study it creates or loads; Ray Tune shows the progress.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = cfg.search.seed
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "nsgaii": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "nsgaiii": lambda: optuna.samplers.NSGAIIISampler(seed=seed),
+    }
+    return samplers[cfg.search.sampler or "tpe"]()
+
+
+def _scheduler(cfg: StudyConfig) -> Any:
+    if cfg.scheduler.name != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # One report per epoch: training_iteration counts epochs.
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=cfg.scheduler.max_t,
+        grace_period=cfg.scheduler.grace_period,
+        reduction_factor=cfg.scheduler.reduction_factor,
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xsam_contract import atomic_write
+
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/xsam-tune`` (default ``~/.cache/xsam-tune``)."""
@@ -20,9 +22,7 @@ def record_last_study(path: str) -> None:
     target = cache_dir() / "last-study"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(path + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write(target, path + "\n")
     except OSError:
         pass
 

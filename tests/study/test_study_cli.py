@@ -77,6 +77,37 @@ def test_bad_study_exits_2_with_one_line(
     assert _error_line(capsys).startswith(f"xsam-tune: error: {field}")
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "registry"),
+    [
+        ("trial", "optimizer", "OPTIMIZERS"),
+        ("trial", "dataset", "DATASETS"),
+        ("trial", "model", "MODELS"),
+        ("space", "optimizer", "OPTIMIZERS"),
+        ("space", "model", "MODELS"),
+    ],
+)
+def test_unknown_registry_name_in_a_study_file(
+    write_study, base: dict[str, Any], section: str, key: str, registry: str, capsys
+) -> None:
+    import xsam_contract
+
+    if section == "trial":
+        base["trial"][key] = "nosuch"
+        base["space"].pop(key, None)
+        if key == "optimizer":  # nothing may depend on a swept optimizer any more
+            base["space"].pop("steps")
+        field = f"trial.{key}"
+    else:
+        base["trial"].pop(key, None)
+        base["space"][key] = {"grid": [{"optimizer": "sam", "model": "mlp"}[key], "nosuch"]}
+        field = f"space.{key}.grid[1]"
+    assert main(["run", str(write_study(base)), "--dry-run"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"xsam-tune: error: {field}: ") and "'nosuch'" in line
+    assert all(name in line for name in getattr(xsam_contract, registry))
+
+
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert _error_line(capsys) == f"xsam-tune: error: file not found: {tmp_path / 'nope.yaml'}"

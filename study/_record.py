@@ -17,7 +17,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import socket
 import sys
 import time
@@ -28,7 +27,7 @@ from study import _storage
 from study._errors import StudyConfigError, StudyLaunchError
 from study._schema import StudyConfig
 from study._trial import trial_defaults
-from study._validate import parse_study
+from study._validate import NAME, NAME_ALLOWED, parse_study
 from study._yaml import dump_yaml, load_yaml
 from xsam_contract import STUDY_FIELDS, STUDY_FILES
 
@@ -48,7 +47,6 @@ __all__ = [
 RECORD = STUDY_FILES["record"]
 #: ``study.yaml``: the validated study file, overrides applied.
 SPEC = STUDY_FILES["spec"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def choose_run_name(root: str, name: str | None, default: str) -> str:
@@ -64,10 +62,8 @@ def choose_run_name(root: str, name: str | None, default: str) -> str:
         StudyLaunchError: The directory ``name`` exists already.
     """
     if name is not None:
-        if not _NAME.match(name):
-            raise StudyConfigError(
-                "--name", name, "letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
+        if not NAME.match(name):
+            raise StudyConfigError("--name", name, NAME_ALLOWED)
         if _storage.exists(_storage.join(root, name)):
             raise StudyLaunchError(
                 f"study directory {_storage.join(root, name)} exists already: resume it with "

@@ -9,6 +9,7 @@ from typing import Any
 
 from study import _storage
 from study._errors import StudyLaunchError
+from study._samplers import SAMPLERS
 from study._schema import StudyConfig
 from study._state import cache_dir
 from study.space import TuneSpace, count_trials
@@ -158,17 +159,7 @@ def _sampler(cfg: StudyConfig) -> Any:
 
     # Optuna logs every study it creates or loads; Ray Tune shows the progress.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seed = cfg.search.seed
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-        "nsgaii": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-        "nsgaiii": lambda: optuna.samplers.NSGAIIISampler(seed=seed),
-    }
-    return samplers[cfg.search.sampler or "tpe"]()
+    return SAMPLERS[cfg.search.sampler or "tpe"].build(cfg.search.seed)
 
 
 def _scheduler(cfg: StudyConfig) -> Any:

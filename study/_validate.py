@@ -23,27 +23,19 @@ from study._errors import (
     show_value,
     unknown_key,
 )
+from study._samplers import SAMPLERS
 from study._schema import Metric, Param, Resources, Scheduler, Search, StudyConfig
 from study._trial import metric_names, trial_defaults, trial_keys, trial_validator
 from study._values import is_int, is_number, member
 
-__all__ = ["ALGORITHMS", "SAMPLERS", "SCHEDULERS", "parse_study"]
+__all__ = ["ALGORITHMS", "NAME", "NAME_ALLOWED", "SAMPLERS", "SCHEDULERS", "parse_study"]
 
 ALGORITHMS: tuple[str, ...] = ("grid", "random", "optuna")
-#: Optuna samplers by study-file name; the second item says whether the sampler
-#: handles several objectives.
-SAMPLERS: dict[str, bool] = {
-    "tpe": True,
-    "random": True,
-    "qmc": True,
-    "gp": True,
-    "nsgaii": True,
-    "nsgaiii": True,
-    "cmaes": False,
-}
 SCHEDULERS: tuple[str, ...] = ("none", "asha")
 _URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file", "memory")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: A study name and a study-directory name (``--name``), and what the pattern allows.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_ALLOWED = "letters, digits, '.', '_' or '-', starting with a letter or digit"
 _TOP_KEYS = (
     "name",
     "description",
@@ -99,10 +91,8 @@ def parse_study(data: Any, *, source: str | None = None) -> StudyConfig:
     if "name" not in data:
         raise StudyConfigError("name", allowed="a study name such as quickstart")
     name = data["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise StudyConfigError(
-            "name", name, "letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    if not isinstance(name, str) or not NAME.match(name):
+        raise StudyConfigError("name", name, NAME_ALLOWED)
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise StudyConfigError("description", description, "a string")
@@ -348,17 +338,19 @@ def _parse_search(
         sampler = "tpe" if sampler is None else sampler
         if sampler not in SAMPLERS:
             raise StudyConfigError("search.sampler", sampler, one_of(SAMPLERS))
-        if multi and not SAMPLERS[sampler]:
+        if multi and not SAMPLERS[sampler].multi_objective:
             raise StudyConfigError(
                 "search.sampler",
                 sampler,
-                one_of([s for s, m in SAMPLERS.items() if m]) + " (several objectives)",
+                one_of([s for s, m in SAMPLERS.items() if m.multi_objective])
+                + " (several objectives)",
             )
-        if sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        package = SAMPLERS[sampler].package
+        if package and importlib.util.find_spec(package) is None:
             raise StudyConfigError(
                 "search.sampler",
                 sampler,
-                "a sampler whose package is installed (cmaes needs `pip install cmaes`)",
+                f"a sampler whose package is installed ({sampler} needs `pip install {package}`)",
             )
     elif sampler is not None:
         raise StudyConfigError(

@@ -13,36 +13,45 @@ study runs, after a crash, or on a copy of the directory elsewhere.
     >>> analysis.write_report(s)           # studies/quickstart/report/report.html
 
 Column names, dtypes and the status rules are in ``analysis/README.md``.
+
+Names are imported on first use: ``import analysis`` (and the CLI's parser)
+stays free of pandas, matplotlib, seaborn, scipy and Optuna, which only the
+verbs that read a study or draw a figure pay for.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from analysis._errors import AnalysisError
-from analysis._importance import importances
-from analysis._report import write_report
-from analysis._results import Study, load
+from analysis._kinds import PLOTS
 from analysis._schema import STATUSES
-from analysis._tables import (
-    degradation_layout,
-    degradation_table,
-    fidelity_table,
-    overhead_ratio_table,
-    overhead_table,
-    refresh_losses,
-)
-from analysis.plots import (
-    KINDS,
-    plot,
-    plot_alpha,
-    plot_curves,
-    plot_degradation,
-    plot_fidelity,
-    plot_overhead,
-    plot_sensitivity,
-)
+
+if TYPE_CHECKING:
+    from analysis._importance import importances
+    from analysis._report import write_report
+    from analysis._results import Study, load
+    from analysis._tables import (
+        degradation_layout,
+        degradation_table,
+        fidelity_table,
+        overhead_ratio_table,
+        overhead_table,
+        refresh_losses,
+    )
+    from analysis.plots import (
+        plot,
+        plot_alpha,
+        plot_curves,
+        plot_degradation,
+        plot_fidelity,
+        plot_overhead,
+        plot_sensitivity,
+    )
 
 __all__ = [
-    "KINDS",
+    "PLOTS",
     "STATUSES",
     "AnalysisError",
     "Study",
@@ -63,3 +72,46 @@ __all__ = [
     "refresh_losses",
     "write_report",
 ]
+
+# Public name → the module that defines it (imported by __getattr__ on first use).
+_LAZY = {
+    "importances": "analysis._importance",
+    "write_report": "analysis._report",
+    "Study": "analysis._results",
+    "load": "analysis._results",
+    **dict.fromkeys(
+        (
+            "degradation_layout",
+            "degradation_table",
+            "fidelity_table",
+            "overhead_ratio_table",
+            "overhead_table",
+            "refresh_losses",
+        ),
+        "analysis._tables",
+    ),
+    **dict.fromkeys(
+        (
+            "plot",
+            "plot_alpha",
+            "plot_curves",
+            "plot_degradation",
+            "plot_fidelity",
+            "plot_overhead",
+            "plot_sensitivity",
+        ),
+        "analysis.plots",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+import xsam_contract
 from analysis._errors import AnalysisError
 from analysis._results import Study
 from analysis._tables import COMPLETE, as_study
 
-__all__ = ["importances", "space_specs"]
+__all__ = ["importances", "space_types"]
 
 _EVALUATORS = ("auto", "fanova", "ped-anova")
 # PED-ANOVA rates the top 10 % of trials: below this many it rests on a handful.
 _FANOVA_UP_TO = 500
-# Distribution names a study file may use as the key of a space entry.
-_SPEC_KINDS = frozenset(
-    {
-        "uniform",
-        "loguniform",
-        "quniform",
-        "qloguniform",
-        "randint",
-        "lograndint",
-        "qrandint",
-        "choice",
-        "grid",
-        "grid_search",
-        "categorical",
-    }
-)
-# Files an Optuna searcher may have persisted next to the trials.
-_STORAGE_FILES = ("optuna.db", "optuna.sqlite3", "optuna.journal", "optuna.log")
 
 
 def importances(
@@ -52,13 +33,12 @@ def importances(
 
     By default an in-memory Optuna study is rebuilt from ``.trials``: one
     complete trial per finished or stopped trial, its value the ``objective``
-    column, its distributions from ``study.json``'s ``space`` (log scale,
-    integer, categorical) widened to cover the values seen. With ``storage``
-    (an Optuna storage URL, an SQLite file or a journal file), or when the study
-    directory holds one of ``optuna.db``, ``optuna.sqlite3``, ``optuna.journal``,
-    ``optuna.log`` (the study layer keeps an Optuna search's study in
-    ``optuna.journal``), the persisted Optuna study is read instead; when that
-    file cannot be read (several studies, a read-only copy) the study is
+    column, its distributions of the type and scale ``study.json``'s ``space``
+    gives (:func:`space_types`) over the values seen. With ``storage`` (an
+    Optuna storage URL or a journal file), or when the study directory holds
+    the Optuna journal an Optuna search writes (``optuna.journal``), the
+    persisted Optuna study named like the study is read instead; when the
+    journal in the directory cannot be read (a read-only copy) the study is
     rebuilt. ``attrs["source"]`` says which was used.
 
     Args:
@@ -83,15 +63,13 @@ def importances(
     s = as_study(study)
     source = "trials"
     ostudy = None
+    journal = s.path / xsam_contract.STUDY_FILES["optuna_journal"]
     if storage is not None:
-        ostudy, source = _load_persisted(storage), Path(str(storage)).name
-    else:
-        for name in _STORAGE_FILES:
-            if (s.path / name).exists():
-                # Unreadable here (several studies, a read-only copy): rebuild instead.
-                with contextlib.suppress(AnalysisError):
-                    ostudy, source = _load_persisted(s.path / name), name
-                break
+        ostudy, source = _load_persisted(storage, s.name), Path(str(storage)).name
+    elif journal.exists():
+        # Unreadable here (a read-only copy): rebuild instead.
+        with contextlib.suppress(AnalysisError):
+            ostudy, source = _load_persisted(journal, s.name), journal.name
     if ostudy is None:
         ostudy = _rebuild(s, params)
     complete = [t for t in ostudy.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -135,15 +113,21 @@ def _rebuild(s: Study, params: list[str] | None) -> Any:
     done = done[done["objective"].map(math.isfinite)]
     names = params if params is not None else [p for p in s.swept if p != "seed"]
     names = [n for n in names if n in trials.columns]
-    specs = space_specs(s)
-    dists = {n: _distribution(trials[n].dropna(), specs.get(n)) for n in names}
+    types = space_types(s)
+    dists = {n: _distribution(trials[n].dropna(), types.get(n)) for n in names}
     dists = {n: d for n, d in dists.items() if d is not None}
     direction = "maximize" if s.mode == "max" else "minimize"
     # an in-memory study rebuilt for the computation: Optuna's "created" notice is noise
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ostudy = optuna.create_study(direction=direction, study_name=s.name)
     for _, row in done.iterrows():
-        values = {n: _plain(row[n]) for n in dists if not pd.isna(row[n])}
+        # Through the distribution's own representation: 2.0 of a float column
+        # becomes the int 2 of an int distribution.
+        values = {
+            n: d.to_external_repr(d.to_internal_repr(_plain(row[n])))
+            for n, d in dists.items()
+            if not pd.isna(row[n])
+        }
         ostudy.add_trial(
             optuna.trial.create_trial(
                 params=values,
@@ -154,7 +138,8 @@ def _rebuild(s: Study, params: list[str] | None) -> Any:
     return ostudy
 
 
-def _load_persisted(storage: str | Path) -> Any:
+def _load_persisted(storage: str | Path, name: str) -> Any:
+    """Optuna study ``name`` from a storage URL or a journal file."""
     import optuna
 
     text = str(storage)
@@ -163,90 +148,51 @@ def _load_persisted(storage: str | Path) -> Any:
     try:
         if "://" in text:
             storage_obj: Any = text
-        elif Path(text).suffix in (".journal", ".log"):
+        else:
             from optuna.storages.journal import JournalFileBackend
 
             storage_obj = optuna.storages.JournalStorage(JournalFileBackend(text))
-        else:
-            storage_obj = f"sqlite:///{Path(text).resolve()}"
         names = optuna.get_all_study_names(storage=storage_obj)
-        if len(names) != 1:
-            raise AnalysisError(f"{text} holds {len(names)} Optuna studies; expected one")
-        return optuna.load_study(study_name=names[0], storage=storage_obj)
+        if name not in names:
+            raise AnalysisError(
+                f"{text} holds no Optuna study {name!r} (it holds {', '.join(names) or 'none'})"
+            )
+        return optuna.load_study(study_name=name, storage=storage_obj)
     except AnalysisError:
         raise
     except Exception as exc:  # storage backends raise their own error types
         raise AnalysisError(f"cannot read Optuna storage {text}: {exc}") from exc
 
 
-def space_specs(study: Study | str | Path) -> dict[str, dict[str, Any]]:
-    """What ``study.json``'s (else ``study.yaml``'s) ``space`` says of each swept
-    column: ``{"kind": "float"|"int"|"categorical"|None, "log": bool}``.
+def space_types(study: Study | str | Path) -> dict[str, tuple[str, bool]]:
+    """Swept column → (value type, log scale) of its ``study.json`` ``space`` entry.
 
-    Understood spellings of one entry: ``{"loguniform": [lo, hi]}``,
-    ``{"uniform": …}``, ``{"randint": …}``, ``{"lograndint": …}``,
-    ``{"choice": [...]}``, ``{"grid": [...]}``, ``{"type": "float", "low": …,
-    "high": …, "log": true}``, a bare list (grid) or a scalar. Anything else is
-    read from the values themselves.
+    The value type is ``categorical``, ``int`` or ``float``
+    (``Distribution.value_type`` of the study layer's distribution classes).
+
+    Raises:
+        AnalysisError: a ``space`` entry the study layer cannot read.
     """
+    from study._distributions import parse_distribution
+    from study._errors import StudyConfigError
+
     s = as_study(study)
-    space = s.info.get("space")
-    if not isinstance(space, Mapping) and s.spec_text:
-        space = _yaml_space(s.spec_text)
-    out: dict[str, dict[str, Any]] = {}
-    if not isinstance(space, Mapping):
-        return out
-    for key, spec in space.items():
-        col = s.column_for(str(key))
-        if col is not None:
-            out[col] = _spec_hint(spec)
+    out: dict[str, tuple[str, bool]] = {}
+    for key, spec in (s.info.get("space") or {}).items():
+        try:
+            dist, _ = parse_distribution(spec, f"study.json space.{key}")
+        except StudyConfigError as exc:
+            raise AnalysisError(str(exc)) from exc
+        if key in s.trials.columns:
+            out[key] = (dist.value_type(), dist.log)
     return out
 
 
-def _yaml_space(text: str) -> Any:
-    try:
-        import yaml
+def _distribution(values: pd.Series, hint: tuple[str, bool] | None) -> Any:
+    """An Optuna distribution of the hinted type that holds every value seen.
 
-        doc = yaml.safe_load(text)
-    except Exception:  # a study file this reader cannot parse: no hints
-        return None
-    stack = [doc]
-    while stack:  # the first mapping called "space", wherever it sits
-        node = stack.pop(0)
-        if isinstance(node, Mapping):
-            if isinstance(node.get("space"), Mapping):
-                return node["space"]
-            stack.extend(node.values())
-    return None
-
-
-def _spec_hint(spec: Any) -> dict[str, Any]:
-    if isinstance(spec, (list, tuple)):
-        return {"kind": "categorical" if _has_text(spec) else None, "log": False}
-    if not isinstance(spec, Mapping):
-        return {"kind": None, "log": False}
-    kind = str(spec.get("type") or spec.get("kind") or spec.get("distribution") or "")
-    if not kind:  # {"loguniform": [lo, hi], "when": {...}}: the distribution's own key
-        kind = next((str(k) for k in spec if str(k).lower() in _SPEC_KINDS), "")
-    key = kind
-    kind = kind.lower()
-    log = bool(spec.get("log")) or kind.startswith(("log", "qlog"))
-    if kind in ("choice", "grid", "grid_search", "categorical"):
-        values = spec.get(key) if isinstance(spec.get(key), (list, tuple)) else spec.get("values")
-        return {"kind": "categorical" if _has_text(values) else None, "log": False}
-    if re.search(r"int", kind):
-        return {"kind": "int", "log": log}
-    if re.search(r"uniform|float|normal|real", kind):
-        return {"kind": "float", "log": log}
-    return {"kind": None, "log": log}
-
-
-def _has_text(values: Any) -> bool:
-    return isinstance(values, (list, tuple)) and any(isinstance(v, (str, bool)) for v in values)
-
-
-def _distribution(values: pd.Series, hint: dict[str, Any] | None) -> Any:
-    """An Optuna distribution that holds every value seen."""
+    Without a hint (a bare Ray directory) the type is the column's own.
+    """
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
@@ -255,14 +201,14 @@ def _distribution(values: pd.Series, hint: dict[str, Any] | None) -> Any:
 
     if values.empty:
         return None
-    hint = hint or {"kind": None, "log": False}
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if hint["kind"] == "categorical" or not numeric:
+    integral = pd.api.types.is_integer_dtype(values)
+    kind, log = hint or ("int" if integral else "float" if numeric else "categorical", False)
+    if kind == "categorical" or not numeric:
         return CategoricalDistribution(sorted({_plain(v) for v in values}, key=repr))
     lo, hi = float(values.min()), float(values.max())
-    log = bool(hint["log"]) and lo > 0
-    integral = bool((values.astype("float64") % 1 == 0).all())
-    if integral and (pd.api.types.is_integer_dtype(values) or hint["kind"] == "int"):
+    log = log and lo > 0
+    if kind == "int":
         return IntDistribution(int(lo), int(hi), log=log)
     return FloatDistribution(lo, hi, log=log)
 

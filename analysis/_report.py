@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis._errors import AnalysisError
 from analysis._importance import importances
+from analysis._kinds import PLOTS, check_kinds
 from analysis._results import Study
 from analysis._tables import (
     as_study,
@@ -29,7 +30,6 @@ from analysis._tables import (
     overhead_ratio_table,
     overhead_table,
 )
-from analysis.plots import PLOT_FUNCTIONS, check_kinds
 
 __all__ = ["write_report"]
 
@@ -91,7 +91,7 @@ def write_report(
     Args:
         study: a Study or a study directory.
         out_dir: where to write (default ``<study>/report``).
-        kinds: the figures to include (default all of :data:`analysis.plots.KINDS`).
+        kinds: the figures to include (default every kind of :data:`analysis.PLOTS`).
 
     Returns:
         The paths of the HTML report and of the Markdown summary.
@@ -207,7 +207,7 @@ def _html(s: Study, kinds: list[str], tables: Mapping[str, Any]) -> str:
 
 
 def _figure_html(s: Study, kind: str) -> str:
-    fn = PLOT_FUNCTIONS[kind]
+    fn = PLOTS.load(kind)
     caption = " ".join((fn.__doc__ or kind).split("\n\n")[0].split())
     caption = re.sub(r":\w+:`~?([^`]+)`|``([^`]+)``", lambda m: m.group(1) or m.group(2), caption)
     try:
@@ -245,19 +245,9 @@ def _trial_columns(s: Study) -> list[str]:
 def _environment_html(s: Study) -> str:
     e = html.escape
     rows = []
-    recorded = s.info.get("versions")
-    if isinstance(recorded, Mapping):
-        rows += [(f"{k} (study run)", str(v)) for k, v in recorded.items()]
+    rows += [(f"{k} (study run)", str(v)) for k, v in (s.info.get("versions") or {}).items()]
     rows += [(f"{k} (this report)", v) for k, v in _versions().items()]
-    hardware = s.info.get("hardware")
-    hw_rows = []
-    if isinstance(hardware, Mapping):
-        hw_rows += [
-            (f"{k} (study run)", json.dumps(v) if not isinstance(v, str) else v)
-            for k, v in hardware.items()
-        ]
-    elif hardware is not None:
-        hw_rows.append(("study run", str(hardware)))
+    hw_rows = [("host (study driver)", str(s.info["host"]))] if "host" in s.info else []
     hw_rows += [(f"{k} (this report)", v) for k, v in _hardware().items()]
     body = "<h3>Versions</h3>" + _pairs(rows) + "<h3>Hardware</h3>" + _pairs(hw_rows)
     if s.info.get("command"):

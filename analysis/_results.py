@@ -23,21 +23,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import xsam_contract
 from analysis._errors import AnalysisError
 from analysis._schema import (
-    CONFIG_DTYPES,
-    EPOCH_COLUMNS,
+    DEFAULT_STALE_AFTER,
     KEY_COLUMNS,
     PROBE_COLUMNS,
     STATUSES,
     TRIAL_COLUMNS,
+    config_dtype,
+    epoch_columns,
 )
 
-__all__ = ["DEFAULT_STALE_AFTER", "Study", "load"]
+__all__ = ["Study", "load"]
 
-#: Seconds without any file of the study changing after which an incomplete
-#: trial of a study that never recorded ``finished_at`` counts as interrupted.
-DEFAULT_STALE_AFTER = 1800.0
+# What a bare Ray directory (no study.json) is ranked by: the study layer's default.
+_DEFAULT_METRIC = ("test_acc", "max")
 
 # Keys Ray adds to every row that are bookkeeping, not metrics.
 _RAY_BOOKKEEPING = frozenset(
@@ -99,7 +100,7 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
         raise AnalysisError(f"study directory not found: {root}")
     if not root.is_dir():
         raise AnalysisError(f"not a directory: {root}")
-    info = _read_json_object(root / "study.json")
+    info = _read_json_object(root / xsam_contract.STUDY_FILES["record"])
     state = _read_experiment_state(root)
     trial_dirs = sorted(
         p
@@ -112,24 +113,17 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
             f"folders with params.json): {root}"
         )
     raw, newest = _read_trials(root, trial_dirs, state)
-    spec_path = root / "study.yaml"
+    spec_path = root / xsam_contract.STUDY_FILES["spec"]
     spec_text = spec_path.read_text(errors="replace") if spec_path.exists() else None
     info = info or {}
-    defaults = info.get("trial_defaults")
-    if isinstance(defaults, Mapping):
-        # params.json holds what the study set; the driver may record the trial
-        # layer's defaults for the rest (analysis cannot import the trial layer).
-        # A swept key a trial lacks was left unset by its `when` condition (sgd
-        # has no k): it stays missing rather than taking the default.
-        space = info.get("space")
-        swept = (
-            {re.split(r"[./]", str(k))[-1] for k in space}
-            if isinstance(space, (Mapping, list, tuple))
-            else set()
-        )
-        fill = {k: v for k, v in defaults.items() if k not in swept}
-        for t in raw:
-            t.config = {**fill, **t.config}
+    _check_info(info, root)
+    # params.json holds what the study set; study.json records the trial layer's
+    # defaults for the rest. A swept key a trial lacks was left unset by its
+    # `when` condition (sgd has no k): it stays missing rather than taking the default.
+    swept = set(info.get("space") or ())
+    fill = {k: v for k, v in (info.get("trial_defaults") or {}).items() if k not in swept}
+    for t in raw:
+        t.config = {**fill, **t.config}
     ended = any(k in info for k in _ENDED_KEYS)
     live = not ended and (time.time() - newest) <= stale_after
     return Study(root, info, spec_text, raw, live=live)
@@ -176,21 +170,21 @@ class Study:
 
     @property
     def metric(self) -> str:
-        """The metric the study optimises (first one when there are several)."""
-        return _metric_and_mode(self.info)[0]
+        """The metric the study optimises (``study.json`` ``metric``; ``test_acc``
+        for a bare Ray directory without ``study.json``)."""
+        return str(self.info.get("metric", _DEFAULT_METRIC[0]))
 
     @property
     def mode(self) -> str:
-        """``max`` or ``min``."""
-        return _metric_and_mode(self.info)[1]
+        """``max`` or ``min`` (``study.json`` ``mode``)."""
+        return str(self.info.get("mode", _DEFAULT_METRIC[1]))
 
     @cached_property
     def swept(self) -> list[str]:
         """Swept parameters as ``.trials`` column names.
 
-        From ``study.json``'s ``space`` keys when present (a dotted key such as
-        ``trial.rho`` maps to its last part), else every config column that
-        takes more than one value.
+        From ``study.json``'s ``space`` keys (trial keys) when present, else every
+        config column that takes more than one value.
         """
         keys = self._swept_keys()
         if keys is None:
@@ -203,23 +197,9 @@ class Study:
     def _swept_keys(self) -> list[str] | None:
         """Column names of study.json's ``space`` keys; None without a space."""
         space = self.info.get("space")
-        if not isinstance(space, (Mapping, list, tuple)) or not space:
+        if not space:
             return None
-        out: list[str] = []
-        for key in space:
-            col = self.column_for(str(key))
-            if col is not None and col not in out:
-                out.append(col)
-        return out
-
-    def column_for(self, key: str) -> str | None:
-        """The ``.trials`` column of a config key (``rho``, ``trial.rho``, ``config/rho``)."""
-        for candidate in (key, key.replace("/", "."), re.split(r"[./]", key)[-1]):
-            if candidate in self._names:
-                return self._names[candidate]
-            if candidate in self._names.values():
-                return candidate
-        return None
+        return [self._names[k] for k in space if k in self._names]
 
     @cached_property
     def settings(self) -> dict[str, Any]:
@@ -265,7 +245,7 @@ class Study:
         # optimizer, steps and seed always exist (tables group by them): a study
         # that leaves one unset (sgd has no k) gets missing values, not a KeyError.
         for name in [*config_cols, *(k for k in KEY_COLUMNS if k not in config_cols)]:
-            out[name] = _column(frame, name, CONFIG_DTYPES.get(name), index)
+            out[name] = _column(frame, name, config_dtype(name), index)
         out["refresh"] = _refresh_labels(out, index)
         for name, (dtype, _) in TRIAL_COLUMNS.items():
             if name not in out:
@@ -275,7 +255,8 @@ class Study:
     @cached_property
     def epochs(self) -> pd.DataFrame:
         """One row per trial and reported epoch: every metric of the contract."""
-        keys = self._key_frame(exclude=EPOCH_COLUMNS)
+        columns = epoch_columns()
+        keys = self._key_frame(exclude=columns)
         records = []
         for t in self._raw:
             for row in t.rows:
@@ -288,9 +269,7 @@ class Study:
                 records.append(rec)
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
         index = pd.RangeIndex(len(records))
-        out = {
-            name: _column(frame, name, dtype, index) for name, (dtype, _) in EPOCH_COLUMNS.items()
-        }
+        out = {name: _column(frame, name, dtype, index) for name, (dtype, _) in columns.items()}
         # Metrics beyond the contract (a trainable may report more) come along, typed by value.
         for name in frame.columns:
             if name not in out and frame[name].map(_is_scalar).all():
@@ -350,7 +329,7 @@ class Study:
 def _config_order(names: Iterable[str], swept: list[str] | None) -> list[str]:
     """Swept settings first, then the contract's keys in its order, then the rest."""
     names = list(dict.fromkeys(names))
-    known = [n for n in CONFIG_DTYPES if n in names]
+    known = [n for n in xsam_contract.TRIAL_KEYS if n in names]
     first = [n for n in swept or () if n in names]
     rest = [n for n in names if n not in known]
     return list(dict.fromkeys([*first, *known, *rest]))
@@ -688,15 +667,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _metric_and_mode(info: Mapping[str, Any]) -> tuple[str, str]:
-    """``metric`` of study.json as a string, a {name, mode} dict or a list of either."""
-    metric: Any = info.get("metric", "test_acc")
-    mode = info.get("mode")
-    if isinstance(metric, (list, tuple)):
-        metric = metric[0] if metric else "test_acc"
-    if isinstance(metric, Mapping):
-        mode = metric.get("mode", mode)
-        metric = metric.get("name") or metric.get("metric") or "test_acc"
-    if mode not in ("max", "min"):
-        mode = "min" if "loss" in str(metric) else "max"
-    return str(metric), str(mode)
+def _check_info(info: Mapping[str, Any], root: Path) -> None:
+    """The study.json fields the analysis reads have the contract's JSON types."""
+    types = {"string": str, "object": Mapping, "list": list}
+    for name in ("name", "metric", "mode", "space", "trial_defaults"):
+        want = types[xsam_contract.STUDY_FIELDS[name].dtype]
+        if name in info and not isinstance(info[name], want):
+            raise AnalysisError(
+                f"{root / xsam_contract.STUDY_FILES['record']}: {name} is "
+                f"{info[name]!r}; expected a JSON {xsam_contract.STUDY_FIELDS[name].dtype}"
+            )
+    if info.get("mode", "max") not in ("max", "min"):
+        raise AnalysisError(f"study.json: mode is {info['mode']!r}; expected max or min")

@@ -1,77 +1,38 @@
 """Column names, dtypes and meanings of the three result dataframes.
 
-One table per frame keeps the documentation, the dtype coercion and the tests in
-step. Dtypes are pandas extension dtypes so missing values stay typed:
-``Int64`` and ``boolean`` hold ``<NA>``, ``string`` holds text, ``float64``
-holds NaN.
+What the trial layer writes is the contract's (:mod:`xsam_contract`): config
+dtypes come from ``TRIAL_KEYS[k].dtype``, metric dtypes from ``METRICS``,
+trial labels from ``STATUSES``; both are read when a frame is built, so there
+is no second table here. This module holds only what the analysis layer adds:
+the summary columns of ``.trials``, Ray's and derived columns of ``.epochs``
+and the long form of ``.probes``. Dtypes are pandas extension dtypes so
+missing values stay typed: ``Int64`` and ``boolean`` hold ``<NA>``, ``string``
+holds text, ``float64`` holds NaN.
+
+Light on purpose (no pandas): the CLI imports it to build its parser.
 """
 
 from __future__ import annotations
 
+import xsam_contract
+
 __all__ = [
-    "CONFIG_DTYPES",
-    "EPOCH_COLUMNS",
+    "DEFAULT_STALE_AFTER",
+    "EPOCH_EXTRA_COLUMNS",
     "KEY_COLUMNS",
     "PROBE_COLUMNS",
     "STATUSES",
     "TRIAL_COLUMNS",
+    "config_dtype",
+    "epoch_columns",
 ]
 
-#: Trial states, in the order tables and legends list them.
-STATUSES: tuple[str, ...] = (
-    "finished",  # reached the configured number of epochs
-    "stopped",  # ended early without error (a scheduler or stopper ended it)
-    "diverged",  # the last row reports diverged = true
-    "errored",  # raised; Ray wrote error.txt / error.pkl and gave up on it
-    "running",  # incomplete, and the study is still writing files
-    "interrupted",  # incomplete, and the study ended or stopped writing
-    "pending",  # known to Ray (experiment state) but not started
-)
+#: Trial states, in the order tables and legends list them (the contract's labels).
+STATUSES: tuple[str, ...] = tuple(xsam_contract.STATUSES)
 
-#: Dtypes of the trial config keys of docs/contract.md. Keys a study adds beyond
-#: these get a dtype inferred from their values.
-CONFIG_DTYPES: dict[str, str] = {
-    "dataset": "string",
-    "data_dir": "string",
-    "image_size": "Int64",
-    "fake_shape": "string",  # a list, kept as its JSON text so CSV round-trips
-    "fake_classes": "Int64",
-    "fake_train_size": "Int64",
-    "fake_test_size": "Int64",
-    "augment": "boolean",
-    "data_on_device": "boolean",
-    "num_workers": "Int64",
-    "model": "string",
-    "optimizer": "string",
-    "adaptive": "boolean",
-    "base_optimizer": "string",
-    "lr": "float64",
-    "momentum": "float64",
-    "weight_decay": "float64",
-    "nesterov": "boolean",
-    "epochs": "Int64",
-    "batch_size": "Int64",
-    "warmup_epochs": "Int64",
-    "rho": "float64",
-    "steps": "Int64",
-    "eta": "float64",
-    "rho_max": "float64",
-    "alpha_max": "float64",
-    "alpha_delta": "float64",
-    "alpha": "float64",
-    "refresh_every": "float64",  # "number ≥ 0": 1 and 0.5 both occur
-    "refresh_unit": "string",
-    "gsam_alpha": "float64",
-    "wsam_gamma": "float64",
-    "wsam_decouple": "boolean",
-    "diagnostics": "boolean",
-    "timing": "boolean",
-    "precision": "string",
-    "device": "string",
-    "seed": "Int64",
-    "threads": "Int64",
-    "checkpoint_every": "Int64",
-}
+#: Seconds without any file of the study changing after which an incomplete
+#: trial of a study that never recorded ``finished_at`` counts as interrupted.
+DEFAULT_STALE_AFTER = 1800.0
 
 #: Config keys copied into ``.epochs`` and ``.probes`` (besides the swept ones)
 #: so those frames can be grouped without a merge.
@@ -103,33 +64,8 @@ TRIAL_COLUMNS: dict[str, tuple[str, str]] = {
     "hostname": ("string", "host of the last reported row"),
 }
 
-#: ``.epochs``: the metrics row of docs/contract.md plus Ray's and derived columns.
-EPOCH_COLUMNS: dict[str, tuple[str, str]] = {
-    "trial_id": ("string", "Ray's trial id"),
-    "epoch": ("Int64", "1-based epoch"),
-    "lr": ("float64", "learning rate at the end of the epoch"),
-    "train_loss": ("float64", "mean training loss"),
-    "train_acc": ("float64", "training accuracy"),
-    "test_loss": ("float64", "test loss"),
-    "test_acc": ("float64", "test accuracy"),
-    "best_test_acc": ("float64", "best test accuracy so far"),
-    "diverged": ("boolean", "NaN/inf loss: the trial stops here"),
-    "alpha": ("float64", "α in use at the end of the epoch"),
-    "alpha_refreshed": ("boolean", "an α refresh happened this epoch"),
-    "psi": ("float64", "angle between v0 and v1 at the last refresh (radians)"),
-    "probe_loss_v0": ("float64", "L(θ0 + ρm·v0) at the last refresh"),
-    "probe_loss_v1": ("float64", "L(θ0 + ρm·v1) at the last refresh"),
-    "probe_loss_best": ("float64", "L(θ0 + ρm·v(α*)) at the last refresh"),
-    "time_ascent": ("float64", "seconds: first gradient and the k ascent passes"),
-    "time_descent": ("float64", "seconds: the pass at θk"),
-    "time_probe": ("float64", "seconds: α search"),
-    "time_update": ("float64", "seconds: vector arithmetic and the base optimizer step"),
-    "time_data": ("float64", "seconds: loading batches"),
-    "time_eval": ("float64", "seconds: evaluation"),
-    "time_epoch": ("float64", "seconds: the whole epoch"),
-    "n_forward": ("Int64", "training forward passes (probe forwards included)"),
-    "n_backward": ("Int64", "training backward passes"),
-    "step": ("Int64", "optimizer steps so far"),
+#: ``.epochs``: the columns besides the contract's metrics row: derived ones and Ray's.
+EPOCH_EXTRA_COLUMNS: dict[str, tuple[str, str]] = {
     "n_refresh": ("Int64", "derived: refreshes this epoch (len(probes))"),
     "n_probe_forward": ("Int64", "derived: probe forwards this epoch (Σ len(alphas))"),
     "training_iteration": ("Int64", "Ray's report counter"),
@@ -150,3 +86,19 @@ PROBE_COLUMNS: dict[str, tuple[str, str]] = {
     "psi": ("float64", "angle between v0 and v1 at this refresh (radians)"),
     "is_star": ("boolean", "this grid point is α*"),
 }
+
+
+def config_dtype(name: str) -> str | None:
+    """The column dtype of trial key ``name`` (the contract's); None: not a trial key."""
+    key = xsam_contract.TRIAL_KEYS.get(name)
+    return key.dtype if key is not None else None
+
+
+def epoch_columns() -> dict[str, tuple[str, str]]:
+    """``.epochs``' columns, name → (dtype, meaning): ``trial_id``, every scalar field
+    of the contract's metrics row (``probes`` becomes ``.probes``), then
+    :data:`EPOCH_EXTRA_COLUMNS`."""
+    metrics = {
+        name: (f.dtype, f.doc) for name, f in xsam_contract.METRICS.items() if f.dtype != "object"
+    }
+    return {"trial_id": ("string", "Ray's trial id"), **metrics, **EPOCH_EXTRA_COLUMNS}

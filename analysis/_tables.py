@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import xsam_contract
 from analysis._errors import AnalysisError
 from analysis._results import Study, load
 
 __all__ = [
     "COMPLETE",
-    "OPTIMIZER_ORDER",
     "PHASES",
     "as_study",
     "degradation_layout",
@@ -27,9 +27,9 @@ __all__ = [
 #: Statuses whose final metrics count as results (Ray/Optuna treat both as complete).
 COMPLETE: tuple[str, ...] = ("finished", "stopped")
 #: Timed phases of an epoch, in stacking order (``time_<phase>`` in ``.epochs``).
-PHASES: tuple[str, ...] = ("ascent", "descent", "probe", "update", "data", "eval")
-#: Canonical optimizer order for tables and legends; others follow alphabetically.
-OPTIMIZER_ORDER: tuple[str, ...] = ("sgd", "sam", "asam", "gsam", "wsam", "xsam")
+PHASES: tuple[str, ...] = tuple(
+    c.removeprefix("time_") for c in xsam_contract.TIME_COLUMNS if c != "time_epoch"
+)
 # Settings that change what a number means. When one varies within a study it
 # becomes an extra grouping key, so runs on different models never average together.
 _CONTEXT = ("dataset", "model", "batch_size", "precision", "base_optimizer", "adaptive", "device")
@@ -46,15 +46,11 @@ def context_keys(trials: pd.DataFrame) -> list[str]:
 
 
 def optimizer_order(values: pd.Series | list[str]) -> list[str]:
-    """Optimizers present in ``values``, canonical ones first."""
+    """Optimizers present in ``values``, in the contract's registry order; unregistered
+    names (a study run with a variant registered elsewhere) follow alphabetically."""
     present = {str(v) for v in pd.Series(values).dropna().unique()}
-    return [o for o in OPTIMIZER_ORDER if o in present] + sorted(present - set(OPTIMIZER_ORDER))
-
-
-def is_fraction(values: pd.Series) -> bool:
-    """Whether an accuracy column is stored as a fraction (all finite values ≤ 1)."""
-    finite = pd.to_numeric(values, errors="coerce").dropna()
-    return bool(len(finite)) and bool((finite.abs() <= 1.0).all())
+    order = list(xsam_contract.OPTIMIZERS)
+    return [o for o in order if o in present] + sorted(present - set(order))
 
 
 def _sort_optimizers(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -90,8 +86,8 @@ def degradation_table(
         metric: a metric of the contract; its ``final_`` column of ``.trials``
             is used (or the column itself when ``.trials`` has it).
         statuses: trial states that count.
-        percent: scale by 100 (None: when the metric is an accuracy stored as
-            a fraction). ``attrs["unit"]`` says which.
+        percent: scale by 100 (None: when the metric is an accuracy, which the
+            contract stores as a fraction). ``attrs["unit"]`` says which.
 
     Returns:
         The long table; :func:`degradation_layout` turns it into the paper's layout.
@@ -105,7 +101,7 @@ def degradation_table(
     keys = [*context_keys(trials), "optimizer", "steps"]
     keys = [k for k in keys if k in trials.columns]
     if percent is None:
-        percent = "acc" in metric and is_fraction(trials[col])
+        percent = metric in xsam_contract.ACCURACY_COLUMNS  # fractions: shown in percent
     scale = 100.0 if percent else 1.0
     values = t[col].astype("float64") * scale
     grouped = values.groupby([t[k] for k in keys], observed=True, dropna=False)

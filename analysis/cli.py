@@ -14,15 +14,20 @@ import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from analysis._errors import AnalysisError
-from analysis._report import write_report
-from analysis._results import DEFAULT_STALE_AFTER, Study, load
-from analysis.plots import FORMATS as FIGURE_FORMATS
-from analysis.plots import KINDS, plot
+from analysis._kinds import ALL, PLOTS, check_kinds
+from analysis._kinds import FORMATS as FIGURE_FORMATS
+from analysis._schema import DEFAULT_STALE_AFTER
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis._results import Study
+
+# Building the parser (``xsam-tune --help``) imports nothing heavy: pandas comes
+# with the verbs that read a study, matplotlib and seaborn with those that draw.
 
 __all__ = ["OUTPUT_FORMATS", "add_parsers", "main", "select"]
 
@@ -119,18 +124,21 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p.set_defaults(func=run_results)
 
+    kinds = ", ".join(PLOTS)
     p = subparsers.add_parser(
         "plot",
         parents=[common],
         help="draw a study's figures (PNG and SVG)",
-        description=f"Kinds: {', '.join(KINDS)}.",
+        description=f"Kinds: {kinds}.",
     )
+    # Checked by check_kinds in run_plot, not argparse `choices`: an unknown kind is
+    # one line and exit 2 (argparse adds its usage), and "alpha,curves" works too.
     p.add_argument(
         "--kind",
         nargs="+",
-        default=["all"],
+        default=[ALL],
         metavar="KIND",
-        help=f"all (default) or some of: {', '.join(KINDS)}",
+        help=f"{ALL} (default) or some of: {kinds}",
     )
     p.add_argument(
         "--format",
@@ -202,6 +210,8 @@ def select(
 
 def run_results(args: argparse.Namespace) -> int:
     """``xsam-tune results``."""
+    from analysis._results import load
+
     s = load(args.dir, stale_after=args.stale_after)
     frame = select(
         s.frame(args.table),
@@ -269,14 +279,21 @@ def _check_columns(frame: pd.DataFrame, names: Sequence[str]) -> None:
 
 def run_plot(args: argparse.Namespace) -> int:
     """``xsam-tune plot``."""
+    from analysis._results import load
+    from analysis.plots import plot
+
+    kinds = check_kinds(args.kind)  # before reading the study: a typo fails fast
     s = load(args.dir, stale_after=args.stale_after)
-    for path in plot(s, args.kind, args.output, formats=_split(args.format)):
+    for path in plot(s, kinds, args.output, formats=_split(args.format)):
         print(path)
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
     """``xsam-tune report``: prints the report's path."""
+    from analysis._report import write_report
+    from analysis._results import load
+
     s = load(args.dir, stale_after=args.stale_after)
     html_path, md_path = write_report(s, args.output)
     print(f"report: {html_path}")

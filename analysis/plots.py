@@ -13,17 +13,17 @@ failing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
+import xsam_contract
 from analysis._errors import AnalysisError
-from analysis._importance import importances, space_specs
+from analysis._importance import importances, space_types
+from analysis._kinds import FORMATS, PLOTS, check_kinds
 from analysis._results import Study
 from analysis._tables import (
     COMPLETE,
@@ -32,18 +32,17 @@ from analysis._tables import (
     degradation_layout,
     degradation_table,
     fidelity_table,
-    is_fraction,
     optimizer_order,
     overhead_ratio_table,
     overhead_table,
     refresh_losses,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 __all__ = [
-    "FORMATS",
-    "KINDS",
-    "PLOT_FUNCTIONS",
-    "check_kinds",
     "plot",
     "plot_alpha",
     "plot_curves",
@@ -53,10 +52,6 @@ __all__ = [
     "plot_sensitivity",
 ]
 
-#: Plot kinds, in the order ``plot(..., "all")`` and the report draw them.
-KINDS: tuple[str, ...] = ("degradation", "overhead", "sensitivity", "alpha", "fidelity", "curves")
-#: Formats written by default.
-FORMATS: tuple[str, ...] = ("png", "svg")
 _DPI = 110
 _BOOT = {"errorbar": ("ci", 95), "n_boot": 200, "seed": 0}  # seeded: same figure every run
 
@@ -71,7 +66,7 @@ def plot(
 
     Args:
         study: a Study or a study directory.
-        kinds: ``"all"``, one kind, or several (see :data:`KINDS`).
+        kinds: ``"all"``, one kind, or several (see :data:`analysis.PLOTS`).
         out_dir: where to write (default ``<study>/figures``).
         formats: file formats (``png``, ``svg``, ``pdf``, …).
 
@@ -81,6 +76,8 @@ def plot(
     Raises:
         AnalysisError: an unknown kind or format.
     """
+    from matplotlib.figure import Figure
+
     s = as_study(study)
     chosen = check_kinds(kinds)
     supported = Figure().canvas.get_supported_filetypes()
@@ -92,22 +89,10 @@ def plot(
     out = Path(out_dir) if out_dir is not None else s.path / "figures"
     paths: list[Path] = []
     for kind in chosen:
-        written = PLOT_FUNCTIONS[kind](s, out, formats)
+        written = PLOTS.load(kind)(s, out, formats)
         assert isinstance(written, list)  # out_dir given: paths, not a Figure
         paths += written
     return paths
-
-
-def check_kinds(kinds: str | Iterable[str]) -> list[str]:
-    """Kinds as a list, ``all`` expanded; unknown ones raise AnalysisError."""
-    items = [kinds] if isinstance(kinds, str) else list(kinds)
-    items = [k.strip() for item in items for k in item.split(",") if k.strip()]
-    if not items or "all" in items:
-        return list(KINDS)
-    unknown = [k for k in items if k not in KINDS]
-    if unknown:
-        raise AnalysisError(f"unknown plot kind {unknown[0]!r}; choose all or {', '.join(KINDS)}")
-    return list(dict.fromkeys(items))
 
 
 # -- degradation -----------------------------------------------------------
@@ -208,6 +193,8 @@ def plot_overhead(
     XSAM/SAM time ratio against the refresh frequency; XSAM's measured extra
     cost next to the floor its extra probe forwards impose. The numbers are
     :func:`analysis.overhead_table` and :func:`analysis.overhead_ratio_table`."""
+    import seaborn as sns
+
     s = as_study(study)
     table = overhead_table(s)
     ratio = overhead_ratio_table(s)
@@ -302,11 +289,11 @@ def plot_sensitivity(
     fig = _figure(s, "Sensitivity", (4.8 * ncols, 3.9 * nrows))
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     ylabel = s.metric + (f" ({unit})" if unit else "")
-    specs = space_specs(s)
+    types = space_types(s)
     if not params:
         _note(axes[0], "no swept parameters")
     for i, p in enumerate(params):
-        _param_panel(axes[i], done.assign(_y=y), p, ylabel, specs.get(p, {}), legend=i == 0)
+        _param_panel(axes[i], done.assign(_y=y), p, ylabel, types.get(p), legend=i == 0)
     used = max(1, len(params))
     _heatmap_panel(axes[used], done.assign(_y=y), ylabel)
     try:
@@ -327,14 +314,22 @@ def plot_sensitivity(
 
 def _objective(s: Study, done: pd.DataFrame) -> tuple[pd.Series, str]:
     y = done["objective"].astype(float)
-    if "acc" in s.metric and is_fraction(s.trials["objective"]):
+    if s.metric in xsam_contract.ACCURACY_COLUMNS:  # a fraction: shown in percent
         return y * 100.0, "%"
     return y, ""
 
 
 def _param_panel(
-    ax: Axes, data: pd.DataFrame, p: str, ylabel: str, spec: dict, *, legend: bool
+    ax: Axes,
+    data: pd.DataFrame,
+    p: str,
+    ylabel: str,
+    space_type: tuple[str, bool] | None,
+    *,
+    legend: bool,
 ) -> None:
+    import seaborn as sns
+
     cols = list(dict.fromkeys([p, "_y", "optimizer"]))  # p may be "optimizer" itself
     d = _plain(data[cols].dropna(subset=[p, "_y"]))
     if d.empty:
@@ -371,7 +366,8 @@ def _param_panel(
                 color=None if hue else "0.3",
             )
         lo, hi = float(d[p].min()), float(d[p].max())
-        if lo > 0 and (spec.get("log") or hi / lo >= 20):
+        log = space_type is not None and space_type[1]
+        if lo > 0 and (log or hi / lo >= 20):
             ax.set_xscale("log")
         values = sorted(d[p].unique())
         if len(values) <= 8 and all(float(v).is_integer() for v in values):
@@ -399,6 +395,8 @@ def _param_panel(
 
 
 def _heatmap_panel(ax: Axes, data: pd.DataFrame, ylabel: str) -> None:
+    import seaborn as sns
+
     need = ("rho", "rho_max")
     if not all(c in data.columns for c in need):
         _note(ax, "ρ × ρm heat map: the trials have no rho/rho_max setting")
@@ -439,6 +437,8 @@ def plot_alpha(
 ) -> Figure | list[Path]:
     """α* at every refresh over training, one line per trial (held until the next
     refresh), and ψ, the angle between v0 and v1 (the paper's Figure 2 analogue)."""
+    import seaborn as sns
+
     s = as_study(study)
     rl = refresh_losses(s)
     fig = _figure(s, "α* over training", (12, 4.4))
@@ -496,6 +496,8 @@ def plot_fidelity(
     (mean and 95 % interval over trials), the saved L(α) curves by epoch, and
     the share of refreshes where L(v1) > L(v0) and where L(v(α*)) > L(v1)
     (Proposition 1; :func:`analysis.fidelity_table`)."""
+    import seaborn as sns
+
     s = as_study(study)
     rl = refresh_losses(s)
     fid = fidelity_table(s)
@@ -569,6 +571,8 @@ def plot_curves(
 ) -> Figure | list[Path]:
     """Learning curves: train/test loss and accuracy per epoch, by optimizer
     (line style: k), mean and 95 % interval over the trials of each group."""
+    import seaborn as sns
+
     s = as_study(study)
     ep = s.epochs
     fig = _figure(s, "Learning curves", (12, 8))
@@ -614,6 +618,8 @@ def plot_curves(
 
 
 def _figure(s: Study, title: str, size: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=size, layout="constrained")
     counts = s.trials["status"].value_counts()
     state = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
@@ -638,8 +644,10 @@ def _note(ax: Axes, text: str) -> None:
 
 def _colors(optimizers: Iterable[str] | pd.Series) -> dict[str, tuple[float, float, float]]:
     """A fixed colour per optimizer, whatever subset a figure shows."""
+    import seaborn as sns
+
     palette = sns.color_palette("colorblind", 10)
-    order = list(("sgd", "sam", "asam", "gsam", "wsam", "xsam"))
+    order = list(xsam_contract.OPTIMIZERS)  # registered ones keep their colour in every figure
     extra = [o for o in optimizer_order(pd.Series(list(optimizers))) if o not in order]
     return {o: palette[i % len(palette)] for i, o in enumerate([*order, *extra])}
 
@@ -676,14 +684,3 @@ def _finish(
             raise AnalysisError(f"cannot write {fmt}: {exc}") from exc
         paths.append(path)
     return paths
-
-
-#: Kind → function drawing it (``fn(study)`` returns the Figure).
-PLOT_FUNCTIONS: dict[str, Callable[..., Figure | list[Path]]] = {
-    "degradation": plot_degradation,
-    "overhead": plot_overhead,
-    "sensitivity": plot_sensitivity,
-    "alpha": plot_alpha,
-    "fidelity": plot_fidelity,
-    "curves": plot_curves,
-}

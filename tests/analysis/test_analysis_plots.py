@@ -11,7 +11,6 @@ import pytest
 from matplotlib.figure import Figure
 
 import analysis
-from analysis.plots import KINDS
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +28,7 @@ def _check_files(paths: list[Path], kind: str) -> None:
             assert ET.fromstring(data).tag.endswith("svg")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(analysis.PLOTS))
 @pytest.mark.parametrize("which", ["finished", "partial"])
 def test_every_kind_renders(
     kind: str, which: str, study_dir: Path, partial_dir: Path, tmp_path: Path
@@ -65,7 +64,7 @@ def test_plots_of_a_study_that_has_hardly_started(study_dir: Path, tmp_path: Pat
     info.pop("finished_at")
     (root / "study.json").write_text(json.dumps(info))
     paths = analysis.plot(root, "all", tmp_path / "figs", formats=["png"])
-    assert len(paths) == len(KINDS)
+    assert len(paths) == len(analysis.PLOTS)
     fig = analysis.plot_sensitivity(root)
     texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
     assert "≥ 2 complete trials" in texts

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis._schema import CONFIG_DTYPES, EPOCH_COLUMNS, PROBE_COLUMNS, TRIAL_COLUMNS
+import xsam_contract
+from analysis._schema import PROBE_COLUMNS, TRIAL_COLUMNS, epoch_columns
 
 pytestmark = pytest.mark.ray
 
@@ -54,7 +55,7 @@ def test_trials_hold_every_documented_column(study_dir: Path) -> None:
         assert name in t.columns, name
         assert _dtype_ok(t[name], dtype), (name, t[name].dtype)
     for name in ("optimizer", "rho", "steps", "rho_max", "alpha_max", "refresh_every", "seed"):
-        assert _dtype_ok(t[name], CONFIG_DTYPES[name]), (name, t[name].dtype)
+        assert _dtype_ok(t[name], xsam_contract.TRIAL_KEYS[name].dtype), (name, t[name].dtype)
     assert not any(c.startswith("config/") for c in t.columns)
     # swept settings lead the config columns
     assert list(t.columns[3 : 3 + len(s.swept)]) == s.swept
@@ -110,9 +111,13 @@ def test_status_final_and_best_metrics(study_dir: Path) -> None:
 def test_epochs_hold_every_metric_of_the_contract(study_dir: Path) -> None:
     s = analysis.load(study_dir)
     e = s.epochs
-    for name, (dtype, _) in EPOCH_COLUMNS.items():
+    for name, (dtype, _) in epoch_columns().items():
         assert name in e.columns, name
         assert _dtype_ok(e[name], dtype), (name, e[name].dtype)
+    # Every scalar field of the contract's metrics row, with the contract's dtype.
+    for name, f in xsam_contract.METRICS.items():
+        if f.dtype != "object":
+            assert _dtype_ok(e[name], f.dtype), (name, e[name].dtype)
     # A swept key named like a metric (lr) is config_lr beside the metric lr.
     keys = ["config_lr" if c == "lr" else c for c in s.key_columns]
     assert list(e.columns[1 : 1 + len(keys)]) == keys

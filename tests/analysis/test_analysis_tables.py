@@ -232,17 +232,18 @@ def test_importances_from_a_persisted_optuna_study(study_dir: Path, tmp_path: Pa
             n_trials=12,
         )
 
-    persist("persisted")
+    # The launcher names the Optuna study like the study (study.json name).
+    persist("elsewhere")  # not this study's: rebuilt from the trials
+    imp = analysis.importances(root)
+    assert imp.attrs["source"] == "trials" and "rho" in imp.index
+    with pytest.raises(analysis.AnalysisError, match="no Optuna study 'tiny'"):
+        analysis.importances(root, storage=journal)
+    persist("tiny")
     imp = analysis.importances(root)
     assert list(imp.index) == ["x", "y"] and imp.attrs["source"] == "optuna.journal"
     assert list(analysis.importances(study_dir, storage=journal).index) == ["x", "y"]
-    persist("another")  # two studies in one file: not ours to pick, rebuild from trials
-    imp = analysis.importances(root)
-    assert imp.attrs["source"] == "trials" and "rho" in imp.index
-    with pytest.raises(analysis.AnalysisError, match="2 Optuna studies"):
-        analysis.importances(root, storage=journal)
     with pytest.raises(analysis.AnalysisError, match="not found"):
-        analysis.importances(study_dir, storage=tmp_path / "missing.db")
+        analysis.importances(study_dir, storage=tmp_path / "missing.journal")
 
 
 def test_importances_need_two_complete_trials(partial_dir: Path, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ the CLI turns one into a single ``xsam-tune: error: …`` line and exit code 2.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -95,6 +94,8 @@ def one_of(values: Iterable[Any]) -> str:
 
 def did_you_mean(key: Any, allowed: Iterable[str]) -> str:
     """`` (did you mean X?)`` for the allowed name closest to ``key``, else empty."""
+    import difflib  # only an invalid study file needs it
+
     close = difflib.get_close_matches(str(key), list(allowed), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 

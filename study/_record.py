@@ -13,7 +13,6 @@ or ``interrupted_at`` when trials are left to resume).
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -197,6 +196,8 @@ def _command(command: Sequence[str] | None) -> list[str]:
 
 
 def _versions() -> dict[str, str | None]:
+    import importlib.metadata  # slow to import, and only a starting study needs it
+
     out: dict[str, str | None] = {"python": platform.python_version()}
     for dist in ("xsam-tune", "ray", "optuna", "torch", "numpy"):
         try:

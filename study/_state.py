@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xsam_contract import atomic_write
-
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/xsam-tune`` (default ``~/.cache/xsam-tune``)."""
@@ -19,6 +17,8 @@ def record_last_study(path: str) -> None:
 
     Best effort: a read-only home must not stop a study.
     """
+    from xsam_contract import atomic_write  # the CLI's start-up needs no contract
+
     target = cache_dir() / "last-study"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -182,8 +181,6 @@ def _add_analysis_commands(sub: Any) -> None:
     # `func` to a callable(args) -> int exit code. Until that module exists
     # there are no such subcommands.
     try:
-        if importlib.util.find_spec("analysis.cli") is None:
-            return
         module = importlib.import_module("analysis.cli")
     except ImportError:
         return

@@ -10,13 +10,16 @@ as it was.
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_write", "atomic_write_with"]
+
+# Distinguishes temporary files of one process (threads may write side by side).
+_COUNTER = itertools.count()
 
 
 def atomic_write_with(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
@@ -28,7 +31,11 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[IO[bytes]],
             example ``lambda fh: torch.save(state, fh)``).
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # O_EXCL: never reuse a file another writer has open. Not tempfile.mkstemp:
+    # its 0600 mode would stick to the target, and importing tempfile (random,
+    # shutil) slows every CLI start.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{next(_COUNTER)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

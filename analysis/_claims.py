@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis._overhead import CONTEXT, overhead_estimate
 from analysis._stats import (
     LEVEL,
     MIN_N,
@@ -469,57 +470,39 @@ def _cost(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
     need = ["time_probe", "time_ascent", "time_descent"]
     if any(c not in epochs.columns for c in need):
         return _not_covered(key, "no phase timings in the epochs")
-    ctx = _varying(xs, _SHARED)
-    info = xs[["trial_id", *ctx, "steps"]].rename(columns={"steps": "_k"})
-    ep = epochs.drop(columns=[c for c in ctx if c in epochs.columns]).merge(info, on="trial_id")
-    ep = ep[pd.to_numeric(ep["epoch"], errors="coerce") > 1]  # the first carries warm-up
-    passes = ep["time_ascent"].astype("float64") + ep["time_descent"].astype("float64")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = 100.0 * ep["time_probe"].astype("float64") / passes
-        upd = 100.0 * ep.get("time_update", pd.Series(np.nan, index=ep.index)).astype("float64")
-        upd = upd / passes
-        nf = pd.to_numeric(ep.get("n_forward"), errors="coerce").astype("float64")
-        npf = pd.to_numeric(ep.get("n_probe_forward"), errors="coerce").astype("float64")
-        nb = pd.to_numeric(ep.get("n_backward"), errors="coerce").astype("float64")
-        # A backward pass counted as two forwards; probe forwards are no-grad ones.
-        floor = 100.0 * npf / ((nf - npf) + 2.0 * nb)
-    ep = ep.assign(share=share.where(passes > 0), upd=upd.where(passes > 0), floor=floor)
-    by = [*ctx, "_k"]
-    keys = [ep[k] for k in by]
-    q = quartiles(ep["share"], keys)
-    qu = quartiles(ep["upd"], keys)
-    qf = quartiles(ep["floor"], keys)
-    n_tr = (
-        ep.dropna(subset=["share"]).groupby(by, observed=True, dropna=False)["trial_id"].nunique()
-    )
+    est = overhead_estimate(trials[trials["trial_id"].isin(xs["trial_id"])], epochs)
+    if est.empty:
+        return _not_covered(key, "no timed epoch after the first with an α search (timing off?)")
+    keys = [c for c in est.columns if c in (*CONTEXT, "steps")]
     rows = []
-    for i, r in q.iterrows():
-        scope = _scope([*ctx, "steps"], [r[k] for k in by])
-        n = int(r["n"])
-        trials_n = int(n_tr.get(tuple(r[k] for k in by) if len(by) > 1 else r[by[0]], 0))
-        if n == 0:
-            rows += _not_covered(key, "no timed epoch after the first (timing: false?)", scope)
-            continue
+    for _, r in est.iterrows():
+        scope = _scope(keys, [r[k] for k in keys])
+        n = int(r["n_epochs"])
         spread = f"IQR over epochs after the first: [{r['q25']:.2f}, {r['q75']:.2f}] %"
         extra = (
             f"estimated within each trial: probe time / forward+backward time "
-            f"({trials_n} trial(s); SAM's epoch also holds update, data and evaluation "
-            f"time, so this overstates the share); analytic floor (probe forwards "
-            f"against training passes, a backward counted as two forwards) "
-            f"{qf.loc[i, 'median']:.2f}%; XSAM's extra direction arithmetic is not "
-            f"in it (the update phase, base step included, is {qu.loc[i, 'median']:.1f}%)"
+            f"({int(r['n_trials'])} trial(s); SAM's epoch also holds update, data and "
+            f"evaluation time, so this overstates the share); analytic floor (probe "
+            f"forwards against training passes, a backward counted as two forwards) "
+            f"{r['floor_pct']:.2f}% at {r['steps_per_epoch']:.0f} steps per epoch (the "
+            f"paper's CIFAR epochs have 391); XSAM's extra direction arithmetic is not in "
+            f"it (the update phase, base step included, is {r['update_pct']:.1f}%)"
         )
+        base = dict(effect=r["median"], unit="%", n=n, n_of="epochs")
         if n < MIN_N:
+            rows.append(_row(key, scope, **base, why=f"too few timed epochs (< {MIN_N}); {extra}"))
+            continue
+        if r["below_floor"]:
             rows.append(
                 _row(
                     key,
                     scope,
-                    effect=r["median"],
-                    uncertainty="none",
-                    unit="%",
-                    n=n,
-                    n_of="epochs",
-                    why=f"too few timed epochs (< {MIN_N}); {extra}",
+                    **base,
+                    low=r["q25"],
+                    high=r["q75"],
+                    uncertainty=spread,
+                    why=f"the whole IQR lies below half the analytic floor: the timing "
+                    f"cannot be right as measured; {extra}",
                 )
             )
             continue
@@ -532,13 +515,10 @@ def _cost(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
             _row(
                 key,
                 scope,
-                effect=r["median"],
+                **base,
                 low=r["q25"],
                 high=r["q75"],
                 uncertainty=spread,
-                unit="%",
-                n=n,
-                n_of="epochs",
                 verdict=verdict or "inconclusive",
                 why=f"{why}; {extra}",
             )

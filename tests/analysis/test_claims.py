@@ -54,6 +54,7 @@ def synthetic(
     alpha_delta: float = 0.1,
     refresh_every: float = 1.0,
     probe_records: bool = True,
+    floor_scale: float = 1.0,
 ) -> Frames:
     """A study with the given true effects.
 
@@ -64,6 +65,8 @@ def synthetic(
         v1_minus_v0, best_minus_v1: L(v1) − L(v0) and L(v(α*)) − L(v1) at every refresh.
         probe_records: whether ``.probes`` carries loss_v0/v1/best (else only
             the epochs' probe_loss_* columns do).
+        floor_scale: the analytic floor (probe forwards against training
+            passes) over ``probe_pct``.
     """
     rng = np.random.default_rng(0)
     trials, rows, probes = [], [], []
@@ -86,6 +89,9 @@ def synthetic(
                         "dataset": "mnist1d",
                     }
                 )
+                # 100 steps per epoch of k + 1 passes; probe forwards sized so that the
+                # analytic floor (a backward = two forwards) matches probe_pct
+                npf = max(1, round(3 * (k + 1) * probe_pct * floor_scale))
                 for e in range(1, epochs + 1):
                     passes = (k + 1) * 1.0 * rng.uniform(0.95, 1.05)
                     refreshed = opt == "xsam"
@@ -102,9 +108,9 @@ def synthetic(
                         if refreshed
                         else 0.0,
                         "time_update": 0.05 * passes,
-                        "n_forward": 100 * (k + 1) + (21 if refreshed else 0),
+                        "n_forward": 100 * (k + 1) + (npf if refreshed else 0),
                         "n_backward": 100 * (k + 1),
-                        "n_probe_forward": 21 if refreshed else 0,
+                        "n_probe_forward": npf if refreshed else 0,
                         "alpha": alpha(e) if refreshed else 1.0,
                         "alpha_refreshed": refreshed,
                         "probe_loss_v0": v0 if refreshed else np.nan,
@@ -280,6 +286,14 @@ def test_cost_iqr_around_the_limit_is_inconclusive() -> None:
     table = claims(synthetic(acc=good, probe_pct=COST_LIMIT_PCT))
     row = rows_of(table, COST).iloc[0]
     assert row["verdict"] == "inconclusive" and row["low"] < COST_LIMIT_PCT < row["high"]
+
+
+def test_cost_far_below_its_analytic_floor_is_not_a_finding() -> None:
+    # 1 % measured where the probe forwards alone predict 10 %: a broken clock
+    table = claims(synthetic(acc=good, probe_pct=1.0, floor_scale=10.0))
+    sel = rows_of(table, COST)
+    assert set(sel["verdict"]) == {"inconclusive"}
+    assert sel["why"].str.contains("cannot be right").all()
 
 
 def test_not_covered_claims_say_so() -> None:

@@ -1,0 +1,155 @@
+"""XSAM's extra cost, estimated within each trial, and where it cannot go.
+
+Wall times of two trials that shared a machine are not a measurement of two
+methods: a neighbour's burst lands on one and not the other (the quickstart
+once showed XSAM 24 % *cheaper* than SAM that way). Within one trial, the
+α-search phase (``time_probe``) and the forward/backward passes
+(``time_ascent + time_descent``) run in the same process under the same
+load, so their ratio is what XSAM adds on top of the passes SAM also makes.
+
+- :func:`epoch_shares`: per epoch after the first (the first carries warm-up)
+  of every trial that probes: ``probe_pct`` = 100 · time_probe / (time_ascent
+  + time_descent), ``update_pct`` likewise for the update phase (vector
+  arithmetic and the base step: XSAM's extra arithmetic is in there, next to
+  what SAM pays too), and ``floor_pct``, the analytic floor: the epoch's probe
+  forwards against its training passes, a backward counted as two forwards.
+- :func:`overhead_estimate`: median and IQR of those per (context, k, refresh
+  setting), with n trials and n epochs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis._stats import quartiles
+
+__all__ = ["CONTEXT", "context_of", "epoch_shares", "overhead_estimate"]
+
+#: Settings that change what a time means: when one varies, groups stay within its values.
+CONTEXT: tuple[str, ...] = (
+    "dataset",
+    "model",
+    "batch_size",
+    "precision",
+    "device",
+    "base_optimizer",
+    "adaptive",
+)
+
+
+def _num(frame: pd.DataFrame, col: str) -> pd.Series:
+    if col not in frame.columns:
+        return pd.Series(np.nan, index=frame.index, dtype="float64")
+    return pd.to_numeric(frame[col], errors="coerce").astype("float64")
+
+
+def context_of(trials: pd.DataFrame) -> list[str]:
+    """The context settings that take more than one value among ``trials``."""
+    return [c for c in CONTEXT if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+
+
+def epoch_shares(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per timed epoch after the first of each trial that probed: probe, update and floor shares.
+
+    Args:
+        trials: ``Study.trials`` (for optimizer, steps, refresh and context).
+        epochs: ``Study.epochs``.
+
+    Returns:
+        One row per epoch: ``trial_id``, the varying context columns,
+        ``optimizer``, ``steps``, ``refresh``, ``epoch``, ``probe_pct``,
+        ``update_pct``, ``floor_pct``, ``steps_per_epoch``. Epochs without
+        a probe forward or without phase timings are left out.
+    """
+    ctx = context_of(trials)
+    keep = ["trial_id", *ctx, "optimizer", "steps"]
+    info = trials[[c for c in keep if c in trials.columns]].copy()
+    info["refresh"] = (
+        trials["refresh"].astype("string").fillna("default")
+        if "refresh" in trials.columns
+        else pd.Series("default", index=trials.index, dtype="string")
+    )
+    ep = epochs[[c for c in epochs.columns if c not in info.columns or c == "trial_id"]]
+    ep = ep.merge(info, on="trial_id", how="inner")
+    passes = _num(ep, "time_ascent") + _num(ep, "time_descent")
+    npf = _num(ep, "n_probe_forward")
+    nf, nb = _num(ep, "n_forward"), _num(ep, "n_backward")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        probe = 100.0 * _num(ep, "time_probe") / passes
+        update = 100.0 * _num(ep, "time_update") / passes
+        floor = 100.0 * npf / ((nf - npf) + 2.0 * nb)
+        k = _num(ep, "steps").fillna(0.0)
+        steps_per_epoch = nb / (k + 1.0)
+    out = ep.assign(
+        probe_pct=probe,
+        update_pct=update,
+        floor_pct=floor,
+        steps_per_epoch=steps_per_epoch,
+    )
+    ok = (_num(ep, "epoch") > 1) & (npf > 0) & (passes > 0) & probe.notna()
+    cols = [
+        "trial_id",
+        *ctx,
+        "optimizer",
+        "steps",
+        "refresh",
+        "epoch",
+        "probe_pct",
+        "update_pct",
+        "floor_pct",
+        "steps_per_epoch",
+    ]
+    return out.loc[ok.to_numpy(), [c for c in cols if c in out.columns]].reset_index(drop=True)
+
+
+def overhead_estimate(
+    trials: pd.DataFrame, epochs: pd.DataFrame, *, optimizers: tuple[str, ...] = ("xsam",)
+) -> pd.DataFrame:
+    """XSAM's extra cost over SAM per (context, k, refresh), estimated within trials.
+
+    Args:
+        trials, epochs: a study's frames.
+        optimizers: whose probing trials count (XSAM's: SAM trials with
+            ``diagnostics`` probe too, but their cost is not XSAM's).
+
+    Returns:
+        One row per group: the keys, ``n_trials``, ``n_epochs``, ``median``,
+        ``q25``, ``q75`` (probe time in % of the same epochs' forward/backward
+        time), ``floor_pct`` (median analytic floor), ``update_pct`` (median
+        update-phase share), ``steps_per_epoch`` (median), and ``below_floor``:
+        whether the whole IQR lies under the analytic floor (a timing that
+        cannot be right as measured: say so, do not report it as a finding).
+    """
+    sh = epoch_shares(trials, epochs)
+    sh = sh[sh["optimizer"].isin(optimizers)] if "optimizer" in sh.columns else sh
+    keys = [c for c in sh.columns if c in (*CONTEXT, "steps", "refresh")]
+    cols = [
+        *keys,
+        "n_trials",
+        "n_epochs",
+        "median",
+        "q25",
+        "q75",
+        "floor_pct",
+        "update_pct",
+        "steps_per_epoch",
+        "below_floor",
+    ]
+    if sh.empty:
+        return pd.DataFrame(columns=cols)
+    by = [sh[k] for k in keys]
+    q = quartiles(sh["probe_pct"], by).rename(columns={"n": "n_epochs"})
+    g = sh.groupby(keys, observed=True, dropna=False)
+    extra = g.agg(
+        n_trials=("trial_id", "nunique"),
+        floor_pct=("floor_pct", "median"),
+        update_pct=("update_pct", "median"),
+        steps_per_epoch=("steps_per_epoch", "median"),
+    ).reset_index()
+    out = q.merge(extra, on=keys, how="left")
+    out["n_trials"] = out["n_trials"].astype("Int64")
+    # A no-grad probe forward is cheaper than a training forward, so the floor
+    # is an estimate, not a bound: flag only an IQR below half of it.
+    out["below_floor"] = out["q75"] < 0.5 * out["floor_pct"]
+    return out[cols].sort_values(keys, kind="stable").reset_index(drop=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -159,3 +161,17 @@ def test_a_registered_name_is_allowed_and_listed_in_errors() -> None:
         contract.DATASETS.unregister("toy")
     with pytest.raises(contract.ConfigError, match="dataset: 'toy' is not allowed"):
         contract.validate_trial_config({"dataset": "toy"})
+
+
+def test_errors_and_registries_survive_pickling() -> None:
+    # Ray copies a trial's exception and sends trainables to workers by value.
+    error = contract.ConfigError("trial.lr", -1, "a number in (0, inf)")
+    for copied in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert (copied.field, copied.value, str(copied)) == ("trial.lr", -1, str(error))
+    missing = contract.RegistryError("model", "x", ("mlp",))
+    assert str(pickle.loads(pickle.dumps(missing))) == str(missing)
+    # The project's registries arrive as the receiving process's own table, others as copies.
+    assert pickle.loads(pickle.dumps(contract.OPTIMIZERS)) is contract.OPTIMIZERS
+    other = contract.Registry("thing", {"a": "m:f"})
+    arrived = pickle.loads(pickle.dumps(other))
+    assert arrived is not other and dict(arrived) == dict(other) and arrived.kind == "thing"

@@ -20,6 +20,10 @@ class RegistryError(ValueError):
         self.kind, self.name, self.names = kind, name, names
         super().__init__(f"unknown {kind} {name!r}; choose one of {', '.join(names)}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray copies and pickles a trial's exception: rebuild it from its fields.
+        return (type(self), (self.kind, self.name, self.names))
+
 
 class Registry(Mapping[str, str]):
     """An ordered name → ``"module:attribute"`` table with lazy loading.
@@ -32,6 +36,14 @@ class Registry(Mapping[str, str]):
     def __init__(self, kind: str, entries: Mapping[str, str]) -> None:
         self.kind = kind
         self._entries = dict(entries)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The project's registries pickle as a reference to the receiving process's own
+        # registry: a function sent to a Ray worker by value that registers an entry must
+        # change the worker's table, not a copy of the driver's.
+        if _PROJECT.get(self.kind) is self:
+            return (_project_registry, (self.kind,))
+        return (Registry, (self.kind, self._entries))
 
     def __getitem__(self, name: str) -> str:
         return self._entries[name]
@@ -89,6 +101,10 @@ class Registry(Mapping[str, str]):
         self._entries.pop(name, None)
 
 
+def _project_registry(kind: str) -> Registry:
+    return _PROJECT[kind]
+
+
 #: Optimizers: each target is ``build(params, base, base_kwargs, config, model)``.
 #: ``asam`` is SAM with ``adaptive: true`` (the validator rewrites it).
 OPTIMIZERS = Registry(
@@ -128,3 +144,5 @@ MODELS = Registry(
         "wrn28_10": "trainables.models:_build_wrn28_10",
     },
 )
+
+_PROJECT: dict[str, Registry] = {r.kind: r for r in (OPTIMIZERS, DATASETS, MODELS)}

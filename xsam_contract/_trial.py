@@ -28,6 +28,10 @@ class ConfigError(ValueError):
         self.field, self.value, self.allowed = field, value, allowed
         super().__init__(f"{field}: {value!r} is not allowed; expected {allowed}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray copies and pickles a trial's exception: rebuild it from its fields.
+        return (type(self), (self.field, self.value, self.allowed))
+
 
 @dataclass(frozen=True)
 class Key:

@@ -50,22 +50,25 @@ __all__ = [
 #: The column names of the metrics row, in order (``xsam_contract.METRICS`` has their types).
 METRICS: tuple[str, ...] = tuple(xsam_contract.METRICS)
 
+#: The trial keys a dataset depends on (a loader reading a new key adds it here), and
+#: ``seed`` for ``fake``.
+DATA_KEYS = (
+    "dataset",
+    "data_dir",
+    "image_size",
+    "fake_shape",
+    "fake_classes",
+    "fake_train_size",
+    "fake_test_size",
+    "augment",
+)
+
 # Datasets stay loaded across trials of one process (Ray reuses actors).
 _DATASETS: dict[tuple, Dataset] = {}
 
 
 def _dataset_key(config: dict[str, Any]) -> tuple:
-    keys = (
-        "dataset",
-        "data_dir",
-        "image_size",
-        "fake_shape",
-        "fake_classes",
-        "fake_train_size",
-        "fake_test_size",
-        "augment",
-    )
-    key = tuple(str(config[k]) for k in keys)
+    key = tuple(str(config[k]) for k in DATA_KEYS)
     # FakeData depends on the seed; the other datasets do not.
     return (*key, config["seed"]) if config["dataset"] == "fake" else key
 

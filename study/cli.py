@@ -207,16 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from study.launch import run_study
 
-    results = run_study(
-        cfg,
-        address=args.address,
-        storage=args.storage,
-        name=args.name,
-        trainable=_load_trainable(args.trainable),
-        verbose=_verbosity(args),
-        allow_local_storage=args.allow_local_storage,
-        command=args.argv,
-    )
+    results = run_study(cfg, storage=args.storage, name=args.name, **_launch_options(args))
     return _summarise(results, cfg, args.top)
 
 
@@ -224,14 +215,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from study.launch import read_study_config, resume_study
 
     cfg = read_study_config(args.directory)
-    results = resume_study(
-        args.directory,
-        address=args.address,
-        trainable=_load_trainable(args.trainable),
-        verbose=_verbosity(args),
-        allow_local_storage=args.allow_local_storage,
-        command=args.argv,
-    )
+    results = resume_study(args.directory, **_launch_options(args))
     return _summarise(results, cfg, args.top)
 
 
@@ -279,8 +263,15 @@ def _study_path(results: Any) -> str:
     return f"{'gs' if kind == 'gcs' else kind}://{path}"
 
 
-def _verbosity(args: argparse.Namespace) -> int:
-    return 0 if args.quiet else 2 if args.verbose else 1
+def _launch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of run_study/resume_study from ``_add_launch_options``."""
+    return {
+        "address": args.address,
+        "trainable": _load_trainable(args.trainable),
+        "verbose": 0 if args.quiet else 2 if args.verbose else 1,
+        "allow_local_storage": args.allow_local_storage,
+        "command": args.argv,
+    }
 
 
 def _load_trainable(spec: str | None) -> Callable[[dict], Any] | None:

@@ -85,8 +85,9 @@ class Registry(Mapping[str, str]):
     def register(self, name: str, target: str) -> None:
         """Adds (or replaces) an entry: ``target`` is ``"module:attribute"``.
 
-        Registration is per process: a study whose trials use a new entry
-        registers it in the module the trainable imports (see CONTRIBUTING.md).
+        Registration is per process: a study whose trials use an entry added at
+        run time registers it in the driver and in every worker (CONTRIBUTING.md);
+        an entry written in this module needs neither.
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, not {name!r}")

@@ -215,7 +215,7 @@ def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: str) -> tuple[Pa
                     raise
                 raise StudyConfigError(
                     where,
-                    p.to_dict()[p.kind],
+                    p.dist.body(),
                     f"{exc.allowed} (this distribution draws floats such as {value:.4g}; "
                     "randint draws integers)",
                 ) from None

@@ -38,7 +38,8 @@ from analysis._schema import (
 __all__ = ["Study", "load"]
 
 # What a bare Ray directory (no study.json) is ranked by: the study layer's default.
-_DEFAULT_METRIC = ("test_acc", "max")
+_DEFAULT_METRIC = {"name": "test_acc", "mode": "max"}
+_MODES = ("max", "min")
 
 # Keys Ray adds to every row that are bookkeeping, not metrics.
 _RAY_BOOKKEEPING = frozenset(
@@ -170,14 +171,20 @@ class Study:
 
     @property
     def metric(self) -> str:
-        """The metric the study optimises (``study.json`` ``metric``; ``test_acc``
-        for a bare Ray directory without ``study.json``)."""
-        return str(self.info.get("metric", _DEFAULT_METRIC[0]))
+        """The metric the study optimises: the first of ``study.json``'s ``metrics``
+        (``test_acc`` for a bare Ray directory without ``study.json``)."""
+        return str(self._objective["name"])
 
     @property
     def mode(self) -> str:
-        """``max`` or ``min`` (``study.json`` ``mode``)."""
-        return str(self.info.get("mode", _DEFAULT_METRIC[1]))
+        """``max`` or ``min``, for :attr:`metric`."""
+        return str(self._objective["mode"])
+
+    @property
+    def _objective(self) -> Mapping[str, Any]:
+        # `metrics` is a list in single- and multi-objective studies alike (`metric`
+        # and `mode` become lists with several objectives): one field to read.
+        return (self.info.get("metrics") or [_DEFAULT_METRIC])[0]
 
     @cached_property
     def swept(self) -> list[str]:
@@ -669,13 +676,19 @@ def _text(value: Any) -> str:
 
 def _check_info(info: Mapping[str, Any], root: Path) -> None:
     """The study.json fields the analysis reads have the contract's JSON types."""
+    path = root / xsam_contract.STUDY_FILES["record"]
     types = {"string": str, "object": Mapping, "list": list}
-    for name in ("name", "metric", "mode", "space", "trial_defaults"):
+    for name in ("name", "metrics", "space", "trial_defaults"):
         want = types[xsam_contract.STUDY_FIELDS[name].dtype]
         if name in info and not isinstance(info[name], want):
             raise AnalysisError(
-                f"{root / xsam_contract.STUDY_FILES['record']}: {name} is "
-                f"{info[name]!r}; expected a JSON {xsam_contract.STUDY_FIELDS[name].dtype}"
+                f"{path}: {name} is {info[name]!r}; "
+                f"expected a JSON {xsam_contract.STUDY_FIELDS[name].dtype}"
             )
-    if info.get("mode", "max") not in ("max", "min"):
-        raise AnalysisError(f"study.json: mode is {info['mode']!r}; expected max or min")
+    for i, m in enumerate(info.get("metrics", [_DEFAULT_METRIC])):
+        if not (
+            isinstance(m, Mapping) and isinstance(m.get("name"), str) and m.get("mode") in _MODES
+        ):
+            raise AnalysisError(
+                f"{path}: metrics[{i}] is {m!r}; expected {{name: <metric>, mode: max or min}}"
+            )

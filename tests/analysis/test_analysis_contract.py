@@ -47,12 +47,23 @@ def test_study_json_metric_and_host_are_read_as_written(study_dir: Path, tmp_pat
     assert (s.metric, s.mode) == (info["metric"], info["mode"]) == ("test_acc", "max")
     html_path, _ = analysis.write_report(s, tmp_path / "report", kinds=["curves"])
     assert f"<td>{info['host']}</td>" in html_path.read_text()
-    # A field of another JSON type than the contract's is an error naming it, not a guess.
-    root = tmp_path / "odd"
+    root = tmp_path / "study"
     shutil.copytree(study_dir, root)
-    (root / "study.json").write_text(json.dumps({**info, "metric": [info["metric"]]}))
-    with pytest.raises(analysis.AnalysisError, match="metric is \\['test_acc'\\]; expected"):
-        analysis.load(root)
+    # Several objectives: `metrics` lists them all, the first is the one ranked by.
+    objectives = [{"name": "test_loss", "mode": "min"}, {"name": "time_epoch", "mode": "min"}]
+    (root / "study.json").write_text(json.dumps({**info, "metrics": objectives}))
+    s = analysis.load(root)
+    assert (s.metric, s.mode) == ("test_loss", "min")
+    assert s.trials["objective"].equals(s.trials["final_test_loss"].rename("objective"))
+    # A field of another JSON type than the contract's is an error naming it, not a guess.
+    for bad, message in (
+        ({"metrics": "test_acc"}, "metrics is 'test_acc'; expected a JSON list"),
+        ({"metrics": [{"name": "test_acc"}]}, r"metrics\[0\] is .*expected \{name"),
+        ({"space": ["rho"]}, r"space is \['rho'\]; expected a JSON object"),
+    ):
+        (root / "study.json").write_text(json.dumps({**info, **bad}))
+        with pytest.raises(analysis.AnalysisError, match=message):
+            analysis.load(root)
 
 
 def test_unknown_plot_kind_is_an_error_at_every_entry_point(

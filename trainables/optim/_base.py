@@ -8,26 +8,47 @@ One step, in the notation of `xsam-algorithm.md`:
     θ  = θ0 (restored in place);  p.grad = d;  base_optimizer.step()
 
 Subclasses implement `_direction`, which must restore θ0 and leave d in
-`p.grad`. Vectors are lists of tensors treated as one flattened vector; the
-arithmetic runs on `torch._foreach_*` kernels into preallocated buffers and
-keeps scalars on the device, so a step forces no host synchronisation.
+`p.grad`.
+
+Memory layout (the flat-buffer core). The parameters that take part in a
+step (those with a gradient) are grouped by device and dtype; per group the
+gradient, θ0, the direction and g0 are each one contiguous buffer, and every
+`p.grad` is a view into the gradient buffer, so autograd accumulates straight
+into it. Every norm, dot and axpy between those vectors is then one kernel,
+and zeroing the gradients is one kernel. θ itself stays in the caller's
+parameter storage: re-pointing `p.data` into a flat buffer would break code
+that holds on to parameter storage (`data_ptr` identity, tied weights, DDP
+buckets, `model.to()`, a checkpoint of one tensor saving the whole buffer),
+and only three transfers per step touch θ (θ0 ← θ, the ascent axpy, θ ← θ0),
+each one multi-tensor `torch._foreach_*` call. Measured on the 1-D CNN at
+batch 32 (benchmarks/authors_step.py), this keeps the arithmetic a small
+share of a step without owning the parameters. When a gradient is replaced
+behind the optimizer's back (`zero_grad(set_to_none=True)`, a closure that
+assigns `p.grad`, `model.to()`), it is copied into its view, or the layout is
+rebuilt when a parameter changed dtype, device or shape.
+
+Scalars are host floats on the CPU and 0-d device tensors elsewhere (see
+`_functional`), so a CUDA step forces no host synchronisation outside the α
+search.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from trainables.optim._batchnorm import frozen_running_stats
 from trainables.optim._functional import (
+    Scalar,
     Tensors,
     angle,
-    global_dot,
-    global_norm,
+    flat_dot,
+    flat_norm,
     slerp_coefficients,
 )
 from trainables.optim._timing import NullTimer
@@ -64,14 +85,122 @@ class AlphaSearch:
         return asdict(self)
 
 
-@dataclass
-class _Vectors:
-    """The step's working set: parameters with a gradient and their buffers."""
+class _Group:
+    """The step's parameters of one device and dtype, with their flat buffers.
 
-    params: Tensors
-    grads: Tensors
-    theta0: Tensors
-    extra: dict[str, Tensors] = field(default_factory=dict)
+    Attributes:
+        params: the parameters, in parameter-group order.
+        flat: name → flat buffer; ``"grad"`` always, plus ``"theta0"``,
+            ``"direction"``, ``"g0"`` as the optimizer asks for them.
+        views: name → the buffer's views in the parameters' shapes.
+    """
+
+    def __init__(self, params: Tensors) -> None:
+        self.params = params
+        self._numels = [p.numel() for p in params]
+        grad = torch.zeros(sum(self._numels), dtype=params[0].dtype, device=params[0].device)
+        self.flat: dict[str, torch.Tensor] = {"grad": grad}
+        self.views: dict[str, Tensors] = {"grad": self._shaped(grad)}
+
+    def _shaped(self, flat: torch.Tensor) -> Tensors:
+        return [v.view(p.shape) for v, p in zip(flat.split(self._numels), self.params, strict=True)]
+
+    def buffer(self, name: str) -> torch.Tensor:
+        """The flat buffer `name`, allocated on first use and kept with the layout."""
+        flat = self.flat.get(name)
+        if flat is None:
+            flat = self.flat[name] = torch.empty_like(self.flat["grad"])
+            self.views[name] = self._shaped(flat)
+        return flat
+
+    def attach_grads(self) -> bool:
+        """Make every `p.grad` its view into the flat gradient; False if a parameter changed.
+
+        A missing gradient becomes a zero view; one that autograd or a closure
+        left elsewhere is copied in. Fast when nothing moved: one identity
+        check per parameter.
+        """
+        for p, view in zip(self.params, self.views["grad"], strict=True):
+            g = p.grad
+            if g is view:
+                continue
+            if p.dtype != view.dtype or p.device != view.device or p.shape != view.shape:
+                return False
+            if g is None:
+                view.zero_()
+            else:
+                view.copy_(g)
+            p.grad = view
+        return True
+
+
+class _Layout:
+    """Every parameter taking part in a step, grouped by device and dtype.
+
+    Vector operations by buffer name (``"grad"``, ``"theta0"``, …) run one
+    kernel per group; scalars are host floats when every group is on the CPU.
+    """
+
+    def __init__(self, params: Tensors, all_params: Tensors) -> None:
+        self.params = params
+        by_key: dict[tuple[torch.device, torch.dtype], Tensors] = {}
+        for p in params:
+            by_key.setdefault((p.device, p.dtype), []).append(p)
+        self.groups = [_Group(ps) for ps in by_key.values()]
+        self.host = all(p.device.type == "cpu" for p in params)
+        held = set(map(id, params))
+        #: parameters outside the layout, whose gradients are zeroed one by one
+        self.others = [p for p in all_params if id(p) not in held]
+        self._view_of = {
+            id(p): (group, i) for group in self.groups for i, p in enumerate(group.params)
+        }
+
+    def holds(self, params: Tensors) -> bool:
+        return len(params) == len(self.params) and all(map(operator.is_, params, self.params))
+
+    def attach_grads(self) -> bool:
+        return all(group.attach_grads() for group in self.groups)
+
+    def flats(self, name: str) -> Tensors:
+        return [group.buffer(name) for group in self.groups]
+
+    def norm(self, name: str) -> Scalar:
+        return flat_norm(self.flats(name), self.host)
+
+    def dot(self, a: str, b: str) -> Scalar:
+        return flat_dot(self.flats(a), self.flats(b), self.host)
+
+    def contains(self, p: torch.Tensor) -> bool:
+        return id(p) in self._view_of
+
+    def view_of(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        """The view of buffer `name` that matches parameter `p`."""
+        group, i = self._view_of[id(p)]
+        group.buffer(name)
+        return group.views[name][i]
+
+    def zero_grads(self) -> None:
+        """Zero every gradient of the optimizer's parameters, one kernel per group."""
+        for group in self.groups:
+            group.flat["grad"].zero_()
+            for p, view in zip(group.params, group.views["grad"], strict=True):
+                g = p.grad
+                if g is not None and g is not view:  # replaced since the last attach
+                    g.zero_()
+        for p in self.others:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    def copy_from_params(self, name: str) -> None:
+        """Buffer `name` ← θ."""
+        for group in self.groups:
+            group.buffer(name)
+            torch._foreach_copy_(group.views[name], group.params)
+
+    def copy_to_params(self, name: str) -> None:
+        """θ ← buffer `name`, in the parameters' own storage."""
+        for group in self.groups:
+            torch._foreach_copy_(group.params, group.views[name])
 
 
 def build_base(
@@ -100,7 +229,7 @@ class SharpnessAware(torch.optim.Optimizer):
         steps: k, the number of ascent steps.
         adaptive: ASAM's elementwise scaling T = |θ| + η of the ascent.
         eta: ASAM's η.
-        eps: added to every norm that divides.
+        eps: added to every norm that divides (> 0).
         model: when given, its BatchNorm running statistics are those of the
             clean pass at θ0 only.
         **base_kwargs: passed to `base_optimizer` (lr, momentum, …).
@@ -149,6 +278,7 @@ class SharpnessAware(torch.optim.Optimizer):
         _check(rho >= 0, "rho", rho, ">= 0")
         _check(isinstance(steps, int) and steps >= 1, "steps", steps, "an integer >= 1")
         _check(eta >= 0, "eta", eta, ">= 0")
+        _check(eps > 0, "eps", eps, "> 0")
         super().__init__(params, dict(base_kwargs))
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -162,7 +292,19 @@ class SharpnessAware(torch.optim.Optimizer):
         self.timer = NullTimer()
         self.n_steps = 0
         self.last_search: AlphaSearch | None = None
-        self._buffers: dict[str, dict[torch.Tensor, torch.Tensor]] = {}
+        self._layout: _Layout | None = None
+
+    @property
+    def _buffers(self) -> dict[str, dict[int, torch.Tensor]]:
+        """The parameter-sized buffers kept besides the gradients: name → group → flat buffer."""
+        if self._layout is None:
+            return {}
+        out: dict[str, dict[int, torch.Tensor]] = {}
+        for i, group in enumerate(self._layout.groups):
+            for name, flat in group.flat.items():
+                if name != "grad":  # the gradients' own storage, not an extra buffer
+                    out.setdefault(name, {})[i] = flat
+        return out
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()
@@ -210,20 +352,19 @@ class SharpnessAware(torch.optim.Optimizer):
         """
         with frozen_running_stats(self.model):
             _, vec = self._ascent(closure)
-        vec.extra["direction"] = self._buffer("direction", vec.params)
         norm_u, norm_g, psi = self._prepare_directions(vec)
         search = self._search_alpha(vec, probe, norm_u, norm_g, psi, rho_max, alphas)
         self.zero_grad(set_to_none=False)
         return search
 
-    def _ascent(self, closure: Closure) -> tuple[torch.Tensor, _Vectors]:
-        """The k+1 passes: returns the loss at θ0 and the vectors, with θ = θk and p.grad = gk."""
+    def _ascent(self, closure: Closure) -> tuple[torch.Tensor, _Layout]:
+        """The k+1 passes: returns the loss at θ0 and the layout, with θ = θk and p.grad = gk."""
         timer = self.timer
         with timer.phase("ascent"):
             loss = self._pass(closure)
-        vec = self._vectors()
         with timer.phase("update"):
-            torch._foreach_copy_(vec.theta0, vec.params)
+            vec = self._vectors()
+            vec.copy_from_params("theta0")
             self._after_first_pass(vec)
         for i in range(1, self.steps + 1):
             with timer.phase("update"):
@@ -233,80 +374,90 @@ class SharpnessAware(torch.optim.Optimizer):
                 frozen_running_stats(self.model),
             ):
                 self._pass(closure)
-            vec.grads = self._grads_of(vec.params)
+            if not vec.attach_grads():
+                raise RuntimeError("a parameter changed dtype, device or shape during a step")
         return loss, vec
 
-    def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
+    def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         """Restore θ0 in place and leave the descent direction d in `p.grad`."""
         raise NotImplementedError
 
-    def _after_first_pass(self, vec: _Vectors) -> None:
+    def _after_first_pass(self, vec: _Layout) -> None:
         """Hook for optimizers that keep g0 (GSAM, WSAM)."""
 
-    def _after_base_step(self, vec: _Vectors) -> None:
+    def _after_base_step(self, vec: _Layout) -> None:
         """Hook for updates outside the base optimizer (decoupled WSAM)."""
 
     # ------------------------------------------------------------- ascent
-    def _ascend(self, vec: _Vectors) -> None:
+    def _ascend(self, vec: _Layout) -> None:
         """θ ← θ + (ρ/k)·e(g), where e is g/‖g‖ (SAM) or T²g/‖Tg‖ (ASAM).
 
-        The gradient is overwritten: the next pass recomputes it anyway.
+        The gradient may be overwritten: the next pass zeroes and recomputes it.
         """
-        grads = vec.grads
         if self.adaptive:
-            for p, g in zip(vec.params, grads, strict=True):
-                g.mul_(p.abs().add_(self.eta))  # T·g
-            scale = (self.rho / self.steps) / (global_norm(grads) + self.eps)
-            for p, g in zip(vec.params, grads, strict=True):
-                g.mul_(p.abs().add_(self.eta))  # T²·g
+            # T = |θ| + η, gathered flat once per ascent (θ is not in a flat buffer)
+            ts = [
+                torch.cat([p.reshape(-1) for p in group.params]).abs_().add_(self.eta)
+                for group in vec.groups
+            ]
+            for t, g in zip(ts, vec.flats("grad"), strict=True):
+                g.mul_(t)  # T·g
+            scale = (self.rho / self.steps) / (vec.norm("grad") + self.eps)
+            for t, g in zip(ts, vec.flats("grad"), strict=True):
+                g.mul_(t)  # T²·g
         else:
-            scale = (self.rho / self.steps) / (global_norm(grads) + self.eps)
-        torch._foreach_mul_(grads, scale.to(grads[0].device) if grads else scale)
-        torch._foreach_add_(vec.params, grads)
+            scale = (self.rho / self.steps) / (vec.norm("grad") + self.eps)
+        for group in vec.groups:
+            if isinstance(scale, torch.Tensor):  # a device scalar: scale in place, then add
+                group.flat["grad"].mul_(scale)
+                torch._foreach_add_(group.params, group.views["grad"])
+            else:
+                torch._foreach_add_(group.params, group.views["grad"], alpha=scale)
 
     # --------------------------------------------------- shared XSAM parts
-    def _prepare_directions(self, vec: _Vectors) -> tuple[torch.Tensor, ...]:
-        """u = θk − θ0 into a buffer, restore θ0, and return (‖u‖, ‖gk‖, ψ).
+    def _prepare_directions(self, vec: _Layout) -> tuple[Scalar, Scalar, Scalar]:
+        """u = θk − θ0 into the direction buffer, restore θ0, and return (‖u‖, ‖gk‖, ψ).
 
         v0 = u/‖u‖ and v1 = gk/‖gk‖; u is kept unnormalised so that no
         extra buffer is needed.
         """
-        u = vec.extra["direction"]
-        torch._foreach_copy_(u, vec.params)
-        torch._foreach_sub_(u, vec.theta0)
-        torch._foreach_copy_(vec.params, vec.theta0)
-        norm_u = global_norm(u)
-        norm_g = global_norm(vec.grads)
-        cos_psi = global_dot(u, vec.grads) / ((norm_u + self.eps) * (norm_g + self.eps))
+        vec.copy_from_params("direction")
+        for u, theta0 in zip(vec.flats("direction"), vec.flats("theta0"), strict=True):
+            u.sub_(theta0)
+        self._restore_theta0(vec)
+        norm_u = vec.norm("direction")
+        norm_g = vec.norm("grad")
+        cos_psi = vec.dot("direction", "grad") / ((norm_u + self.eps) * (norm_g + self.eps))
         return norm_u, norm_g, angle(cos_psi)
 
     def _search_alpha(
         self,
-        vec: _Vectors,
+        vec: _Layout,
         probe: Probe,
-        norm_u: torch.Tensor,
-        norm_g: torch.Tensor,
-        psi: torch.Tensor,
+        norm_u: Scalar,
+        norm_g: Scalar,
+        psi: Scalar,
         rho_max: float,
         alphas: list[float],
     ) -> AlphaSearch:
         """Probe L(θ0 + ρm·v(α)) over the grid and return α* (ties: smallest α)."""
-        u, g = vec.extra["direction"], vec.grads
-        scale_u = rho_max / (norm_u.item() + self.eps)
-        scale_g = rho_max / (norm_g.item() + self.eps)
+        # The search reads every probe loss on the host anyway: one sync for the scalars.
+        psi = float(psi)
+        scale_u = rho_max / (float(norm_u) + self.eps)
+        scale_g = rho_max / (float(norm_g) + self.eps)
         # α = 1 is probed even when the grid misses it: it is SAM's direction.
         probed = alphas if any(math.isclose(a, 1.0) for a in alphas) else [*alphas, 1.0]
-        c0s, c1s = slerp_coefficients(
-            psi, torch.tensor(probed, dtype=torch.float64, device=psi.device)
-        )
         losses: list[float] = []
         with frozen_running_stats(self.model):
-            for c0, c1 in zip(c0s.tolist(), c1s.tolist(), strict=True):
-                torch._foreach_copy_(vec.params, vec.theta0)
-                torch._foreach_add_(vec.params, u, alpha=c0 * scale_u)
-                torch._foreach_add_(vec.params, g, alpha=c1 * scale_g)
+            for alpha in probed:
+                c0, c1 = slerp_coefficients(psi, alpha)
+                for group in vec.groups:
+                    params = group.params
+                    torch._foreach_copy_(params, group.views["theta0"])
+                    torch._foreach_add_(params, group.views["direction"], alpha=c0 * scale_u)
+                    torch._foreach_add_(params, group.views["grad"], alpha=c1 * scale_g)
                 losses.append(float(probe()))
-        torch._foreach_copy_(vec.params, vec.theta0)
+        self._restore_theta0(vec)
         best = 0
         for i in range(1, len(alphas)):
             if losses[i] > losses[best]:
@@ -315,7 +466,7 @@ class SharpnessAware(torch.optim.Optimizer):
         return AlphaSearch(
             step=self.n_steps,
             alpha=alphas[best],
-            psi=float(psi),
+            psi=psi,
             alphas=list(alphas),
             losses=losses[: len(alphas)],
             loss_v0=losses[0],
@@ -325,10 +476,10 @@ class SharpnessAware(torch.optim.Optimizer):
 
     def _set_slerp_direction(
         self,
-        vec: _Vectors,
-        norm_u: torch.Tensor,
-        norm_g: torch.Tensor,
-        psi: torch.Tensor,
+        vec: _Layout,
+        norm_u: Scalar,
+        norm_g: Scalar,
+        psi: Scalar,
         alpha: float,
     ) -> None:
         """p.grad ← ‖gk‖·v(α) = c1·gk + c0·‖gk‖·u/‖u‖ (the u buffer is consumed).
@@ -336,51 +487,43 @@ class SharpnessAware(torch.optim.Optimizer):
         Written so that α = 1 (c0 = 0, c1 = 1) leaves gk bit for bit: SAM.
         """
         c0, c1 = slerp_coefficients(psi, alpha)
-        u = vec.extra["direction"]
-        torch._foreach_mul_(vec.grads, c1)
-        torch._foreach_mul_(u, c0 * norm_g / (norm_u + self.eps))
-        torch._foreach_add_(vec.grads, u)
+        c_u = c0 * norm_g / (norm_u + self.eps)
+        for g, u in zip(vec.flats("grad"), vec.flats("direction"), strict=True):
+            g.mul_(c1)
+            if isinstance(c_u, torch.Tensor):
+                g.add_(u.mul_(c_u))
+            else:
+                g.add_(u, alpha=c_u)
 
     # ---------------------------------------------------------- plumbing
-    def _restore_theta0(self, vec: _Vectors) -> None:
+    def _restore_theta0(self, vec: _Layout) -> None:
         """θ ← θ0 in place."""
-        torch._foreach_copy_(vec.params, vec.theta0)
+        vec.copy_to_params("theta0")
 
     @torch.enable_grad()
     def _pass(self, closure: Closure) -> torch.Tensor:
         self.zero_grad(set_to_none=False)
         return closure()
 
-    def _grads_of(self, params: Tensors) -> Tensors:
-        grads = []
-        for p in params:
-            if p.grad is None:  # no gradient on a later pass: count it as zero
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad)
-        return grads
-
-    def _vectors(self) -> _Vectors:
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        return _Vectors(
-            params=params,
-            grads=[p.grad for p in params],
-            theta0=self._buffer("theta0", params),
-            extra={name: self._buffer(name, params) for name in self._extra_buffers},
-        )
-
-    def _buffer(self, name: str, params: Tensors) -> Tensors:
-        """Preallocated parameter-shaped buffers, made once per parameter."""
-        store = self._buffers.setdefault(name, {})
-        out = []
-        for p in params:
-            buf = store.get(p)
-            if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-                buf = store[p] = torch.empty_like(p, memory_format=torch.preserve_format)
-            out.append(buf)
-        return out
+    def _vectors(self) -> _Layout:
+        """The layout of this step's parameters (those with a gradient), gradients attached."""
+        all_params = [p for group in self.param_groups for p in group["params"]]
+        params = [p for p in all_params if p.grad is not None]
+        layout = self._layout
+        if layout is None or not layout.holds(params) or not layout.attach_grads():
+            # first step, or the set of parameters with a gradient changed, or a
+            # parameter changed dtype/device/shape (model.to()): lay out afresh
+            layout = self._layout = _Layout(params, all_params)
+            layout.attach_grads()
+        for name in self._extra_buffers:
+            layout.flats(name)
+        return layout
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+        if set_to_none or self._layout is None:
+            self.base_optimizer.zero_grad(set_to_none=set_to_none)
+        else:
+            self._layout.zero_grads()
 
     # ---------------------------------------------------------- checkpoint
     def _extra_state(self) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""Multi-tensor vector arithmetic over lists of parameter-shaped tensors.
+"""Vector arithmetic over flat buffers, and the slerp coefficients, on host or device scalars.
 
-Every function treats a list of tensors as one flattened vector, the way
-`xsam-algorithm.md` defines θ, g and ‖·‖. Reductions return 0-d float64
-tensors on the parameters' device so the caller never forces a host sync.
+Every vector of a step (θ0, the gradient, the direction, g0) is one flat
+buffer per device and dtype, so a norm or a dot is one kernel per buffer.
+Scalars come back as Python floats when every buffer is on the CPU, where
+`.item()` costs no synchronisation and float arithmetic is cheaper than a
+0-d tensor op, and as 0-d float64 tensors on the device otherwise (CUDA),
+where `.item()` would stall the host on every step.
 """
 
 from __future__ import annotations
@@ -12,38 +15,64 @@ import math
 import torch
 
 Tensors = list[torch.Tensor]
+#: a host float (CPU runs) or a 0-d float64 tensor on the parameters' device
+Scalar = float | torch.Tensor
 
 #: Below this sin ψ the two directions count as parallel (or anti-parallel).
 SIN_PSI_MIN = 1e-8
 
+#: reductions of half-precision buffers accumulate and return in float32
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-def global_norm(tensors: Tensors) -> torch.Tensor:
-    """‖x‖ over all tensors, as a 0-d float64 tensor."""
-    if not tensors:
+
+def flat_norm(flats: Tensors, host: bool) -> Scalar:
+    """‖x‖ over the flat buffers `flats` (one per device and dtype)."""
+    norms = [
+        torch.linalg.vector_norm(f, dtype=torch.float32 if f.dtype in _LOW_PRECISION else None)
+        for f in flats
+    ]
+    if host:
+        return math.sqrt(sum(n.item() ** 2 for n in norms)) if len(norms) != 1 else norms[0].item()
+    if not norms:
         return torch.zeros((), dtype=torch.float64)
-    norms = torch._foreach_norm(tensors)
-    return torch.linalg.vector_norm(torch.stack(norms).double())
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device, torch.float64) for n in norms]))
 
 
-def global_dot(xs: Tensors, ys: Tensors) -> torch.Tensor:
-    """⟨x, y⟩ over all tensors, as a 0-d float64 tensor (no full-size temporaries)."""
-    if not xs:
+def flat_dot(xs: Tensors, ys: Tensors, host: bool) -> Scalar:
+    """⟨x, y⟩ over pairs of flat buffers."""
+    dots = [
+        torch.dot(x.float(), y.float()) if x.dtype in _LOW_PRECISION else torch.dot(x, y)
+        for x, y in zip(xs, ys, strict=True)
+    ]
+    if host:
+        return sum(d.item() for d in dots)
+    if not dots:
         return torch.zeros((), dtype=torch.float64)
-    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
-    return torch.stack(dots).double().sum()
+    device = dots[0].device
+    return torch.stack([d.to(device, torch.float64) for d in dots]).sum()
 
 
-def angle(cos_psi: torch.Tensor) -> torch.Tensor:
-    """ψ = arccos(cos ψ) with the cosine clamped to [-1, 1] (never NaN)."""
-    return torch.arccos(cos_psi.clamp(-1.0, 1.0))
+def angle(cos_psi: Scalar) -> Scalar:
+    """ψ = arccos(cos ψ) with the cosine clamped to [-1, 1] (NaN stays NaN)."""
+    if isinstance(cos_psi, torch.Tensor):
+        return torch.arccos(cos_psi.clamp(-1.0, 1.0))
+    if math.isnan(cos_psi):
+        return math.nan
+    return math.acos(max(-1.0, min(1.0, cos_psi)))
 
 
-def slerp_coefficients(psi: torch.Tensor, alpha: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
+def slerp_coefficients(psi: Scalar, alpha: float) -> tuple[Scalar, Scalar]:
     """(c0, c1) with v(α) = c0·v0 + c1·v1 on the great circle through v0 and v1.
 
     v(α) = [sin((1-α)ψ)·v0 + sin(αψ)·v1] / sin ψ, and (v0 + v1)/2 when
     sin ψ < 1e-8, as `xsam-algorithm.md` step 4 prescribes.
     """
+    if not isinstance(psi, torch.Tensor):
+        sin_psi = math.sin(psi)
+        if sin_psi < SIN_PSI_MIN:
+            return 0.5, 0.5
+        return math.sin((1.0 - alpha) * psi) / sin_psi, math.sin(alpha * psi) / sin_psi
     sin_psi = torch.sin(psi)
     parallel = sin_psi < SIN_PSI_MIN
     safe = torch.where(parallel, torch.ones_like(sin_psi), sin_psi)

@@ -6,8 +6,7 @@ from typing import Any
 
 import torch
 
-from trainables.optim._base import Probe, SharpnessAware, _check, _Vectors
-from trainables.optim._functional import global_dot, global_norm
+from trainables.optim._base import Probe, SharpnessAware, _check, _Layout
 
 
 class GSAM(SharpnessAware):
@@ -37,17 +36,17 @@ class GSAM(SharpnessAware):
         super().__init__(params, base_optimizer, **kwargs)
         self.gsam_alpha = gsam_alpha
 
-    def _after_first_pass(self, vec: _Vectors) -> None:
-        torch._foreach_copy_(vec.extra["g0"], vec.grads)
+    def _after_first_pass(self, vec: _Layout) -> None:
+        for g0, g in zip(vec.flats("g0"), vec.flats("grad"), strict=True):
+            g0.copy_(g)
 
-    def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
-        g0, gk = vec.extra["g0"], vec.grads
+    def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         with self.timer.phase("update"):
-            torch._foreach_copy_(vec.params, vec.theta0)
-            norm_0, norm_k = global_norm(g0), global_norm(gk)
-            cos = global_dot(g0, gk) / (norm_0 * norm_k + self.eps)
+            self._restore_theta0(vec)
+            norm_0, norm_k = vec.norm("g0"), vec.norm("grad")
+            cos = vec.dot("g0", "grad") / (norm_0 * norm_k + self.eps)
             c = cos * norm_0 / (norm_k + self.eps)
             # d = gk − α(g0 − c·gk) = (1 + αc)·gk − α·g0, computed in place.
-            torch._foreach_mul_(gk, 1.0 + self.gsam_alpha * c)
-            torch._foreach_mul_(g0, self.gsam_alpha)
-            torch._foreach_sub_(gk, g0)
+            for g0, gk in zip(vec.flats("g0"), vec.flats("grad"), strict=True):
+                gk.mul_(1.0 + self.gsam_alpha * c)
+                gk.sub_(g0.mul_(self.gsam_alpha))

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from trainables.optim._base import Probe, SharpnessAware, _check, _Vectors
+from trainables.optim._base import Probe, SharpnessAware, _check, _Layout
 from trainables.optim._functional import alpha_grid
 
 
@@ -44,20 +44,19 @@ class SAM(SharpnessAware):
         self.rho_max = rho_max
         self.alphas = alpha_grid(alpha_max, alpha_delta)
 
-    def _search(self, vec: _Vectors, probe: Probe, norm_u: Any, norm_g: Any, psi: Any) -> None:
+    def _search(self, vec: _Layout, probe: Probe, norm_u: Any, norm_g: Any, psi: Any) -> None:
         """Run the α search over this optimizer's grid into `last_search` (timed as `probe`)."""
         with self.timer.phase("probe"):
             self.last_search = self._search_alpha(
                 vec, probe, norm_u, norm_g, psi, self.rho_max, self.alphas
             )
 
-    def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
+    def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         with self.timer.phase("update"):
             if probe is None:
                 # d = gk already sits in p.grad; only θ0 needs restoring.
                 self._restore_theta0(vec)
                 return
-            # The diagnostic needs θk − θ0: that buffer exists only when asked for.
-            vec.extra["direction"] = self._buffer("direction", vec.params)
+            # The diagnostic needs θk − θ0: that buffer exists only once asked for.
             norm_u, norm_g, psi = self._prepare_directions(vec)
         self._search(vec, probe, norm_u, norm_g, psi)

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from trainables.optim._base import Probe, SharpnessAware, _check, _Vectors
+from trainables.optim._base import Probe, SharpnessAware, _check, _Layout
 
 
 class WSAM(SharpnessAware):
@@ -43,29 +43,29 @@ class WSAM(SharpnessAware):
     def weight(self) -> float:
         return self.wsam_gamma / (1.0 - self.wsam_gamma)
 
-    def _after_first_pass(self, vec: _Vectors) -> None:
-        torch._foreach_copy_(vec.extra["g0"], vec.grads)
+    def _after_first_pass(self, vec: _Layout) -> None:
+        for g0, g in zip(vec.flats("g0"), vec.flats("grad"), strict=True):
+            g0.copy_(g)
 
-    def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
-        g0, gk = vec.extra["g0"], vec.grads
+    def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         with self.timer.phase("update"):
-            torch._foreach_copy_(vec.params, vec.theta0)
-            if not self.wsam_decouple:
-                torch._foreach_lerp_(gk, g0, 1.0 - self.weight)
-                return
-            # θ0 is restored, so its buffer is free to hold the sharpness gk − g0.
-            sharpness = vec.theta0
-            torch._foreach_copy_(sharpness, gk)
-            torch._foreach_sub_(sharpness, g0)
-            torch._foreach_copy_(gk, g0)
+            self._restore_theta0(vec)
+            for g0, gk, theta0 in zip(
+                vec.flats("g0"), vec.flats("grad"), vec.flats("theta0"), strict=True
+            ):
+                if not self.wsam_decouple:
+                    gk.lerp_(g0, 1.0 - self.weight)
+                    continue
+                # θ0 is restored, so its buffer is free to hold the sharpness gk − g0.
+                torch.sub(gk, g0, out=theta0)
+                gk.copy_(g0)
 
-    def _after_base_step(self, vec: _Vectors) -> None:
+    def _after_base_step(self, vec: _Layout) -> None:
         if not self.wsam_decouple:
             return
-        by_param = dict(zip(map(id, vec.params), vec.theta0, strict=True))
+        # θ −= lr·w·(gk − g0), with each parameter group's own learning rate
         for group in self.param_groups:
-            params = [p for p in group["params"] if id(p) in by_param]
+            params = [p for p in group["params"] if vec.contains(p)]
             if params:
-                torch._foreach_add_(
-                    params, [by_param[id(p)] for p in params], alpha=-group["lr"] * self.weight
-                )
+                sharpness = [vec.view_of("theta0", p) for p in params]
+                torch._foreach_add_(params, sharpness, alpha=-group["lr"] * self.weight)

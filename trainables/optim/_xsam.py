@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from trainables.optim._base import Probe, _check, _Vectors
+from trainables.optim._base import Probe, _check, _Layout
 from trainables.optim._sam import SAM
 
 
@@ -41,7 +41,7 @@ class XSAM(SAM):
         super().__init__(params, base_optimizer, **kwargs)
         self.alpha = float(alpha)
 
-    def _direction(self, vec: _Vectors, probe: Probe | None) -> None:
+    def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         with self.timer.phase("update"):
             norm_u, norm_g, psi = self._prepare_directions(vec)
         if probe is not None:

@@ -164,6 +164,12 @@ class JournaledOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
         self.write_journal()
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore as ``OptunaSearch`` does, then write the mirror: a resumed study
+        has its journal where it lives now, even if no trial completes again."""
+        super().restore(checkpoint_path)
+        self.write_journal()
+
     def write_journal(self) -> None:
         """Append the finished trials not yet in the journal file."""
         path = self.journal_path

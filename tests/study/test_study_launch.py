@@ -156,6 +156,45 @@ def test_resume_continues_errored_trials_from_their_checkpoint(
 
 
 @pytest.mark.ray
+def test_resumed_optuna_study_keeps_its_journal_in_its_moved_directory(
+    trainable: Any, base: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "fail").touch()  # steps == 2 trials raise in epoch 2
+    base["trial"].update(optimizer="xsam", data_dir=str(data_dir))
+    base["space"] = {"steps": {"choice": [1, 2]}}
+    base["search"] = {
+        "algorithm": "optuna",
+        "num_samples": 2,
+        "seed": 0,
+        "points_to_evaluate": [{"steps": 2}, {"steps": 1}],
+    }
+    base["max_failures"] = 0
+    first = tmp_path / "first"
+    results = run_study(parse_study(base), storage=str(first), trainable=trainable, verbose=0)
+    assert results.num_errors == 1
+
+    moved = tmp_path / "moved" / "tiny"
+    moved.parent.mkdir()
+    shutil.move(str(first / "tiny"), str(moved))
+    (moved / "optuna.journal").unlink()  # the resume must write it again, here
+    (data_dir / "fail").unlink()
+    results = resume_study(str(moved), trainable=trainable, verbose=0)
+    assert results.num_errors == 0
+    storage = JournalStorage(JournalFileBackend(str(moved / "optuna.journal")))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert sorted(t.params["steps"] for t in study.trials) == [1, 2]
+    assert not (first / "tiny").exists()  # nothing written where the study was
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_the_real_trainable(ray_session: None, tmp_path: Path, capsys) -> None:
     """`xsam-tune run` with trainables.tune.train_trial on a tiny fake dataset."""

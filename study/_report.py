@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from study._errors import show_value
+from study._trial import trial_defaults
 from study.config import StudyConfig
 from study.space import count_trials, describe_space, swept_grid
+from xsam_contract import STATUSES
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -69,8 +71,56 @@ def describe_study(cfg: StudyConfig) -> str:
     return "\n".join(lines)
 
 
-def best_trials(results: Any, cfg: StudyConfig, top: int = 10) -> str:
-    """The best trials of a finished study as a table.
+def status_of(last: Mapping[str, Any], epochs: int, *, errored: bool) -> str:
+    """The label (``xsam_contract.STATUSES``) of a trial that ended.
+
+    Args:
+        last: Its last reported row.
+        epochs: The epochs it was configured for.
+        errored: It raised and its retries are spent.
+    """
+    if errored:
+        return "errored"
+    if last.get("diverged") is True:
+        return "diverged"
+    done = int(last.get("training_iteration") or 0)
+    return "finished" if done >= epochs else "stopped"
+
+
+def trial_status(
+    result: Any, epochs: int, *, label: str | None = None, started: bool = False
+) -> str:
+    """The label (a key of ``xsam_contract.STATUSES``) of one trial of a ``ResultGrid``.
+
+    Args:
+        result: The trial's ``ray.tune.Result``.
+        epochs: The epochs the trial was configured for.
+        label: What the console saw the trial end as, if it did.
+        started: The console saw the trial start in this run.
+
+    Returns:
+        ``finished``, ``stopped``, ``diverged``, ``errored``, ``interrupted``
+        (started, not ended: Ctrl-C) or ``pending`` (never started).
+    """
+    if label is not None and label != "pending":
+        return label
+    if result.error:
+        return "errored"
+    metrics = result.metrics or {}
+    if metrics.get("done"):  # Ray marks the last row of a trial that returned
+        return status_of(metrics, epochs, errored=False)
+    return "interrupted" if started or metrics.get("training_iteration") else "pending"
+
+
+def best_trials(
+    results: Any,
+    cfg: StudyConfig,
+    top: int | None = None,
+    labels: Mapping[str, str] | None = None,
+    started: frozenset[str] = frozenset(),
+) -> str:
+    """The closing table of a run: every trial (or the ``top`` best) with its
+    real status, epochs, metrics and swept values.
 
     Sorted by the (first) metric; with several objectives the trials on the
     Pareto front are marked ``*``.
@@ -78,21 +128,31 @@ def best_trials(results: Any, cfg: StudyConfig, top: int = 10) -> str:
     Args:
         results: A Ray Tune ``ResultGrid``.
         cfg: The study.
-        top: Rows shown at most.
+        top: Rows shown at most (None: every trial).
+        labels: Ray trial id → the label the console saw the trial end with.
+        started: Ray trial ids the console saw start in this run.
 
     Returns:
-        The table, or a line saying that no trial reported anything.
+        The table, or a line saying that there were no trials.
     """
     names = [m.name for m in cfg.metrics]
     swept = [p.name for p in cfg.space]
+    default_epochs = int(cfg.trial_settings().get("epochs") or trial_defaults()["epochs"])
+    labels = labels or {}
     rows = []
     for result in results:
         metrics = result.metrics or {}
         config = result.config or {}
+        trial = metrics.get("trial_id") or _trial_id(result)
+        epochs = config.get("epochs")
+        epochs = epochs if isinstance(epochs, int) else default_epochs
+        status = trial_status(
+            result, epochs, label=labels.get(str(trial)), started=str(trial) in started
+        )
         row = {
-            "trial": metrics.get("trial_id") or _trial_id(result),
-            "status": "ERROR" if result.error else "ok",
-            "epochs": metrics.get("training_iteration"),
+            "trial": trial,
+            "status": status,
+            "epochs": f"{metrics.get('training_iteration') or 0}/{epochs}",
             **{n: metrics.get(n) for n in names},
             **{s: config.get(s) for s in swept},
         }
@@ -114,8 +174,13 @@ def best_trials(results: Any, cfg: StudyConfig, top: int = 10) -> str:
         for i, row in enumerate(rows):
             row["pareto"] = "*" if i in front else ""
         columns.insert(0, "pareto")
-    shown = rows[:top]
-    title = f"best {len(shown)} of {len(rows)} trials by {first.name} ({first.mode})"
+    shown = rows[:top] if top else rows
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
+    which = f"best {len(shown)} of {len(rows)}" if len(shown) < len(rows) else f"{len(rows)}"
+    title = f"{which} trials by {first.name} ({first.mode}): {tally}"
     return title + "\n" + format_table(shown, columns)
 
 

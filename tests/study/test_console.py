@@ -1,0 +1,192 @@
+"""The study console: event lines, the progress line, JSON events, the closing table.
+
+Unit tests drive :class:`study._console.Console` with stand-in trials; the
+end-to-end tests run ``xsam-tune run`` on a tiny study in a pseudo-terminal,
+into a pipe and with ``--json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from study._console import Console, error_reason, format_duration
+from study._report import best_trials, status_of, trial_status
+from study.config import parse_study
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "PENDING"
+    last_result: dict[str, Any] = field(default_factory=dict)
+    error_file: str | None = None
+    path: str | None = None
+    num_failures: int = 0
+
+
+def _console(stream: io.StringIO, **kw: Any) -> Console:
+    args = {"swept": ["optimizer", "seed"], "metric": "test_acc", "mode": "max", "epochs": 3}
+    return Console(**{**args, "total": 3, "stream": stream, **kw})
+
+
+def test_event_lines_progress_and_closing_labels() -> None:
+    out = io.StringIO()
+    console = _console(out, tty=False)
+    console.setup()
+    a = FakeTrial("a_00000", {"optimizer": "sam", "seed": 0, "epochs": 3, "lr": 0.1})
+    b = FakeTrial("a_00001", {"optimizer": "sgd", "seed": 1, "epochs": 3})
+    console.on_trial_start(0, [a, b], a)
+    console.on_trial_start(0, [a, b], b)
+    for epoch in (1, 2, 3):
+        console.on_trial_result(
+            0, [a, b], a, {"training_iteration": epoch, "test_acc": 0.5 + epoch}
+        )
+    console.on_trial_result(0, [a, b], b, {"training_iteration": 1, "test_acc": 0.4})
+    a.last_result = {"training_iteration": 3, "test_acc": 3.5, "done": True}
+    console.on_trial_complete(0, [a, b], a)
+    console.restore_sigint()
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert "started  a_00000  optimizer=sam, seed=0" in lines
+    assert "started  a_00001  optimizer=sgd, seed=1" in lines
+    assert any(ln.startswith("finished  a_00000  test_acc=3.5  (3/3 epochs)") for ln in lines)
+    # not a terminal: plain progress lines, no carriage returns or escapes
+    assert "\r" not in text and "\x1b" not in text
+    progress = [ln for ln in lines if ln.startswith("progress: ")]
+    assert progress, text
+    assert "1/3 done, 1 running, 1 pending" in progress[-1]
+    assert "epochs e1/3" in progress[-1] and "best test_acc 3.5" in progress[-1]
+    assert "lr" not in text  # fixed settings are not swept values
+    assert console.views()["a_00000"].label == "finished"
+
+
+def test_progress_redrawn_in_place_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("study._console._REDRAW_S", 0.0)  # redraw on every result
+    out = io.StringIO()
+    console = _console(out, tty=True)
+    a = FakeTrial("t_1", {"optimizer": "xsam", "seed": 0})
+    console.on_trial_start(0, [a], a)
+    console.on_trial_result(0, [a], a, {"training_iteration": 1, "test_acc": 0.7})
+    text = out.getvalue()
+    assert "\r\x1b[K" in text  # the line is cleared and redrawn, not appended
+    assert "started  t_1  optimizer=xsam, seed=0\n" in text
+    assert "epochs e1/3" in text.rsplit("\r\x1b[K", 1)[-1]
+
+
+def test_quiet_prints_progress_only_and_json_parses() -> None:
+    quiet = io.StringIO()
+    console = _console(quiet, tty=False, style="quiet")
+    a = FakeTrial("q_1", {"optimizer": "sam", "seed": 0})
+    console.on_trial_start(0, [a], a)
+    a.last_result = {"training_iteration": 3, "test_acc": 0.9, "done": True}
+    console.on_trial_complete(0, [a], a)
+    assert all(ln.startswith("progress: ") for ln in quiet.getvalue().splitlines())
+    assert quiet.getvalue()
+
+    out = io.StringIO()
+    console = _console(out, tty=False, style="json")
+    console.on_trial_start(0, [a], a)
+    console.on_trial_complete(0, [a], a)
+    events = [json.loads(ln) for ln in out.getvalue().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["trial_started", "trial_finished"] and "progress" in kinds
+    assert events[0]["config"] == {"optimizer": "sam", "seed": 0}
+    assert events[1]["metric"] == 0.9 and events[1]["status"] == "finished"
+
+
+def test_error_line_has_the_reason_and_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "error.txt"
+    log.write_text(
+        "Failure # 1 (occurred at 2026-01-01)\nray::train()\nTraceback:\n  File x\n"
+        "ValueError: first\nFailure # 2 (occurred at 2026-01-01)\nTraceback (most recent):\n"
+        '  File "x.py", line 3\n    raise RuntimeError("boom")\nRuntimeError: planned failure\n'
+    )
+    assert error_reason(str(log)) == "RuntimeError: planned failure"
+    out = io.StringIO()
+    console = _console(out, tty=False)
+    trial = FakeTrial("e_1", {"optimizer": "sam"}, error_file=str(log), path=str(tmp_path))
+    console.on_trial_start(0, [trial], trial)
+    console.on_trial_error(0, [trial], trial)
+    line = next(ln for ln in out.getvalue().splitlines() if ln.startswith("errored"))
+    assert "RuntimeError: planned failure" in line and f"(log: {log})" in line
+
+
+def test_eta_from_epochs_done() -> None:
+    console = _console(io.StringIO(), tty=False, total=2)
+    a = FakeTrial("x_1", {"epochs": 4})
+    console.on_trial_start(0, [a], a)
+    assert console.eta(10.0) is None  # nothing done yet: no guess
+    console.on_trial_result(0, [a], a, {"training_iteration": 2, "test_acc": 0.1})
+    # 2 epochs in 10 s; left: 2 of this trial + 3 of the unseen one (study default)
+    assert console.eta(10.0) == pytest.approx(25.0)
+    assert format_duration(25) == "25s" and format_duration(3725) == "1h02m"
+
+
+def test_console_pickles_inert() -> None:
+    console = _console(io.StringIO(), tty=False)
+    clone = pickle.loads(pickle.dumps(console))
+    a = FakeTrial("p_1", {})
+    clone.on_trial_start(0, [a], a)  # prints nothing, needs no stream
+
+
+def test_statuses_of_ended_trials() -> None:
+    assert status_of({"training_iteration": 3}, 3, errored=False) == "finished"
+    assert status_of({"training_iteration": 2}, 3, errored=False) == "stopped"
+    assert status_of({"training_iteration": 2, "diverged": True}, 3, errored=False) == "diverged"
+
+    @dataclass
+    class R:
+        metrics: dict[str, Any]
+        error: Any = None
+
+    assert trial_status(R({"training_iteration": 1}), 3) == "interrupted"
+    assert trial_status(R({}), 3) == "pending"
+    assert trial_status(R({}), 3, started=True) == "interrupted"
+    assert trial_status(R({"training_iteration": 3, "done": True}), 3) == "finished"
+    assert trial_status(R({}, error=RuntimeError()), 3) == "errored"
+
+
+def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any]) -> None:
+    cfg = parse_study(base)
+
+    @dataclass
+    class R:
+        metrics: dict[str, Any]
+        config: dict[str, Any]
+        error: Any = None
+        path: str = ""
+
+    results = [
+        R(
+            {"trial_id": "t1", "training_iteration": 3, "test_acc": 0.8, "done": True},
+            {"optimizer": "sam", "steps": 2, "seed": 0, "epochs": 3},
+        ),
+        R(
+            {"trial_id": "t2", "training_iteration": 1, "test_acc": 0.6},
+            {"optimizer": "sgd", "seed": 1, "epochs": 3},
+        ),
+        R({}, {"optimizer": "xsam", "steps": 1, "seed": 1, "epochs": 3}, path="/s/t3"),
+    ]
+    table = best_trials(results, cfg)
+    lines = table.splitlines()
+    assert lines[0].startswith("3 trials by test_acc (max): 1 finished, 1 interrupted, 1 pending")
+    assert lines[1].split() == [
+        "trial",
+        "status",
+        "epochs",
+        "test_acc",
+        "optimizer",
+        "steps",
+        "seed",
+    ]
+    assert lines[2].split() == ["t1", "finished", "3/3", "0.8", "sam", "2", "0"]
+    assert lines[3].split() == ["t2", "interrupted", "1/3", "0.6", "sgd", "-", "1"]
+    assert lines[4].split() == ["t3", "pending", "0/3", "-", "xsam", "1", "1"]

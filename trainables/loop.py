@@ -41,9 +41,11 @@ from xsam_contract import (
 __all__ = [
     "METRICS",
     "TIME_COLUMNS",
+    "CheckpointError",
     "ConfigError",
     "Trial",
     "build_optimizer",
+    "read_state",
     "validate_trial_config",
 ]
 
@@ -401,7 +403,13 @@ class Trial:
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """Everything that steers the rest of the run, for a bit-exact resume."""
+        """Everything that steers the rest of the run, for a bit-exact resume.
+
+        Only tensors and plain Python values (dict, list, tuple, str, numbers,
+        bool, None): :meth:`load` reads it back with ``weights_only=True``, which
+        refuses anything else (docs: README "Trust").
+        """
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
         state = {
             "config": self.config,
             "model": self.model.state_dict(),
@@ -410,7 +418,8 @@ class Trial:
             "generator": self.generator.get_state(),
             "rng": {
                 "python": random.getstate(),
-                "numpy": np.random.get_state(),
+                # NumPy's key as a tensor: weights_only refuses ndarrays
+                "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
@@ -430,7 +439,8 @@ class Trial:
         self.generator.set_state(state["generator"])
         rng = state["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -447,4 +457,48 @@ class Trial:
         atomic_write_with(path, lambda fh: torch.save(state, fh))
 
     def load(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Resume from what :meth:`save` wrote.
+
+        Raises:
+            CheckpointError: ``path`` is not such a file (damaged, or holding
+                anything but tensors and plain values); nothing in it ran.
+        """
+        self.load_state_dict(read_state(path, self.device))
+
+
+class CheckpointError(ValueError):
+    """A trial state file that cannot be trusted or read; the message names the file."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray copies and pickles a trial's exception: rebuild it from its message.
+        return (type(self), self.args)
+
+
+def read_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A trial state file written by :meth:`Trial.save`, read without running anything in it.
+
+    ``torch.load(weights_only=True)`` unpickles tensors and plain Python values
+    only: a file naming any other callable (a crafted ``__reduce__``) is refused
+    before it is called. ``mmap`` keeps checking a large file cheap.
+
+    Raises:
+        CheckpointError: The file is missing, damaged or not a trial state.
+    """
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "Weights only load failed" in reason:
+            reason = "it holds objects other than tensors and plain values (refused unread)"
+        elif "mmap can only be used" in reason:  # a plain or legacy pickle: never unpickled
+            reason = "not in torch's zip format (refused unread)"
+        raise CheckpointError(f"trial state {path}: cannot be loaded: {reason[:200]}") from None
+    if not isinstance(state, dict) or not set(state) >= _STATE_KEYS:
+        raise CheckpointError(f"trial state {path}: not a trial state written by xsam-tune")
+    return state
+
+
+_STATE_KEYS = frozenset({"config", "model", "optimizer", "scheduler", "generator", "rng", "epoch"})

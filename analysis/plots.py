@@ -25,6 +25,7 @@ from analysis._errors import AnalysisError
 from analysis._importance import importances, space_types
 from analysis._kinds import FORMATS, PLOTS, check_kinds
 from analysis._results import Study
+from analysis._style import optimizer_style
 from analysis._tables import (
     COMPLETE,
     PHASES,
@@ -642,14 +643,9 @@ def _note(ax: Axes, text: str) -> None:
     )
 
 
-def _colors(optimizers: Iterable[str] | pd.Series) -> dict[str, tuple[float, float, float]]:
-    """A fixed colour per optimizer, whatever subset a figure shows."""
-    import seaborn as sns
-
-    palette = sns.color_palette("colorblind", 10)
-    order = list(xsam_contract.OPTIMIZERS)  # registered ones keep their colour in every figure
-    extra = [o for o in optimizer_order(pd.Series(list(optimizers))) if o not in order]
-    return {o: palette[i % len(palette)] for i, o in enumerate([*order, *extra])}
+def _colors(optimizers: Iterable[str] | pd.Series) -> dict[str, str]:
+    """A fixed colour per optimizer, whatever subset a figure shows (:mod:`analysis._style`)."""
+    return {name: style["color"] for name, style in optimizer_style(optimizers).items()}
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:

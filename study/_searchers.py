@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,7 +20,9 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study._errors import StudyLaunchError
 from study._storage import upload_file
+from xsam_contract import atomic_write
 
 __all__ = ["JournaledOptunaSearch", "ListSearcher", "TrialDirname", "journal_at", "optuna_state"]
 
@@ -111,15 +113,60 @@ class ListSearcher(Searcher):
         """Nothing to learn from a result."""
 
     def save(self, checkpoint_path: str) -> None:
-        """Write the list and how far it was handed out."""
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"trials": self._trials, "next": self._next, "given": self._given}, f)
+        """Write the list and how far it was handed out, as JSON (nothing executable)."""
+        state = {"format": _LIST_FORMAT, "trials": self._trials, "next": self._next}
+        atomic_write(checkpoint_path, json.dumps({**state, "given": self._given}))
 
     def restore(self, checkpoint_path: str) -> None:
-        """Read what :meth:`save` wrote."""
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self._trials, self._next, self._given = state["trials"], state["next"], state["given"]
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            StudyLaunchError: The file is not such a state (damaged, or another
+                format such as a pickle, which is never unpickled).
+        """
+        state = read_json_state(checkpoint_path, _LIST_FORMAT)
+        trials, position, given = state.get("trials"), state.get("next"), state.get("given")
+        valid = (
+            isinstance(trials, list)
+            and all(isinstance(t, dict) for t in trials)
+            and isinstance(position, int)
+            and 0 <= position <= len(trials)
+            and isinstance(given, dict)
+            and all(isinstance(i, int) and 0 <= i < position for i in given.values())
+        )
+        if not valid:
+            raise StudyLaunchError(
+                f"searcher state {checkpoint_path}: damaged (fields out of shape)"
+            )
+        self._trials, self._next, self._given = trials, position, given
+
+
+#: The ``format`` field of a :class:`ListSearcher` state file.
+_LIST_FORMAT = "xsam-tune list searcher 1"
+
+
+def read_json_state(path: str, expected: str) -> dict[str, Any]:
+    """A searcher state file written as JSON by this module, checked for its format.
+
+    Raises:
+        StudyLaunchError: The file cannot be read, is not JSON (a pickle is
+            refused unread), or holds another format; the message names the
+            file and how to recover.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        state = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = "not JSON (refused unread)" if not isinstance(exc, OSError) else exc.strerror
+        raise StudyLaunchError(f"searcher state {path}: {reason}; {_RECOVER}") from None
+    if not isinstance(state, dict) or state.get("format") != expected:
+        raise StudyLaunchError(f"searcher state {path}: not a {expected} state; {_RECOVER}")
+    return state
+
+
+# How to get out of a damaged searcher state, in its error message.
+_RECOVER = "start the study again (xsam-tune run) or restore the study directory from a copy"
 
 
 class JournaledOptunaSearch(OptunaSearch):

@@ -106,3 +106,27 @@ def test_trial_folder_names(config: dict[str, Any], name: str) -> None:
     trial = Trial()
     trial.config = config  # type: ignore[attr-defined]
     assert TrialDirname(["optimizer", "steps", "rho", "seed"])(trial) == name
+
+
+def test_list_searcher_state_is_json_and_a_pickle_is_refused_unread(tmp_path: Path) -> None:
+    import json
+    import os
+    import pickle
+
+    from study import StudyLaunchError
+
+    searcher = ListSearcher([{"a": 1}, {"a": 2}])
+    searcher.suggest("t1")
+    state = tmp_path / "searcher-state-x.pkl"
+    searcher.save(str(state))
+    assert json.loads(state.read_text())["given"] == {"t1": 0}
+
+    class Marker:
+        def __reduce__(self):  # creates a file when unpickled
+            return (os.mknod, (str(tmp_path / "pwned"),))
+
+    for bad in (pickle.dumps({"trials": Marker()}), b"", b'{"format": "other"}'):
+        state.write_bytes(bad)
+        with pytest.raises(StudyLaunchError, match=f"searcher state {state}"):
+            ListSearcher([]).restore(str(state))
+    assert not (tmp_path / "pwned").exists()

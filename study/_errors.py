@@ -15,6 +15,9 @@ _UNSET: Any = object()
 def show_value(value: Any, limit: int = 80) -> str:
     """Render a value from a study file the way the user wrote it (short).
 
+    The rendering stops once it is longer than ``limit``: a YAML alias bomb
+    (a few lines that expand to 10**9 nested items) renders as fast as a number.
+
     Args:
         value: Any YAML value.
         limit: Longest rendering kept before truncating with ``…``.
@@ -22,19 +25,47 @@ def show_value(value: Any, limit: int = 80) -> str:
     Returns:
         A one-line rendering: strings quoted, ``null``/``true``/``false`` as in YAML.
     """
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str):
-        text = repr(value)
-    elif isinstance(value, dict):
-        text = "{" + ", ".join(f"{k}: {show_value(v, limit)}" for k, v in value.items()) + "}"
-    elif isinstance(value, (list, tuple)):
-        text = "[" + ", ".join(show_value(v, limit) for v in value) + "]"
-    else:
-        text = repr(value)
-    text = " ".join(text.split())
+    parts: list[str] = []
+    room = [limit + 1]  # characters still wanted
+
+    def emit(text: str) -> None:
+        parts.append(text)
+        room[0] -= len(text)
+
+    def walk(v: Any) -> None:
+        if room[0] <= 0:
+            return
+        if v is None:
+            emit("null")
+        elif isinstance(v, bool):
+            emit("true" if v else "false")
+        elif isinstance(v, str):
+            emit(repr(v[: room[0] + 1]))
+        elif isinstance(v, dict):
+            emit("{")
+            for i, (k, x) in enumerate(v.items()):
+                if room[0] <= 0:
+                    return
+                emit(f"{', ' if i else ''}{str(k)[: room[0] + 1]}: ")
+                walk(x)
+            emit("}")
+        elif isinstance(v, (list, tuple)):
+            emit("[")
+            for i, x in enumerate(v):
+                if room[0] <= 0:
+                    return
+                if i:
+                    emit(", ")
+                walk(x)
+            emit("]")
+        elif isinstance(v, int) and v.bit_length() > 4 * limit:
+            # str() of a huge int is slow, and refused beyond 4300 digits
+            emit(f"an integer of about {int(v.bit_length() * 0.30103)} digits")
+        else:
+            emit(repr(v))
+
+    walk(value)
+    text = " ".join("".join(parts).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -156,9 +156,25 @@ def mark_ended(study_dir: str, *, complete: bool, total: int, errors: int) -> No
 
 
 def read_record(study_dir: str) -> dict[str, Any]:
-    """``study.json`` of a study directory (empty when there is none)."""
+    """``study.json`` of a study directory (empty when there is none).
+
+    Raises:
+        StudyLaunchError: ``study.json`` is not a JSON object (damaged); the
+            message says how to recover.
+    """
     text = _storage.read_text(study_dir, RECORD)
-    return json.loads(text) if text else {}
+    if not text:
+        return {}
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        record = exc
+    if not isinstance(record, dict):
+        raise StudyLaunchError(
+            f"{_storage.join(study_dir, RECORD)}: damaged (not a JSON object); restore it from "
+            f"a copy, or delete it to have resume write a new one from {SPEC}"
+        )
+    return record
 
 
 def update_record(study_dir: str, change: Callable[[dict[str, Any]], None]) -> None:

@@ -79,6 +79,10 @@ def read_text(directory: str, filename: str) -> str | None:
             return f.read()
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        raise StudyLaunchError(
+            f"{os.path.join(directory, filename)}: damaged, not UTF-8 text (byte {exc.start})"
+        ) from None
 
 
 def write_text(directory: str, filename: str, text: str) -> None:

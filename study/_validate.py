@@ -34,8 +34,20 @@ ALGORITHMS: tuple[str, ...] = ("grid", "random", "optuna")
 SCHEDULERS: tuple[str, ...] = ("none", "asha")
 _URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file", "memory")
 #: A study name and a study-directory name (``--name``), and what the pattern allows.
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-NAME_ALLOWED = "letters, digits, '.', '_' or '-', starting with a letter or digit"
+#: At most 100 characters: a dated suffix and Ray's files below it must still fit the
+#: file system's 255-byte names and the 108-byte socket paths are not under it.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_ALLOWED = "at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+# Upper bounds of the settings that reach Ray, NumPy or the OS: beyond them a
+# study waits forever (no node has 1e9 CPUs) or crashes in a library.
+_MAX_TRIALS = 1_000_000
+_MAX_EPOCHS = 1_000_000
+_MAX_CPU = 1024
+_MAX_GPU = 64
+_MAX_FAILURES = 1000
+_MAX_KEEP = 1000
+#: NumPy's RandomState (under Optuna's and Ray's samplers) takes a seed below 2**32.
+_MAX_SEARCH_SEED = 2**32 - 1
 _TOP_KEYS = (
     "name",
     "description",
@@ -105,13 +117,19 @@ def parse_study(data: Any, *, source: str | None = None) -> StudyConfig:
     space = _parse_space(data.get("space"), trial, algorithm)
     metrics = _parse_metrics(data.get("metric"), algorithm)
     search = _parse_search(search_raw, algorithm, space, len(metrics) > 1)
-    checkpoint_every = _int(data.get("checkpoint_every", 1), "checkpoint_every", minimum=0)
+    checkpoint_every = _int(
+        data.get("checkpoint_every", 1), "checkpoint_every", minimum=0, maximum=_MAX_EPOCHS
+    )
     scheduler = _parse_scheduler(data.get("scheduler"), metrics, trial, space)
     resources = _parse_resources(data.get("resources"), trial)
-    max_concurrent = _optional_int(data.get("max_concurrent_trials"), "max_concurrent_trials", 1)
-    max_failures = _int(data.get("max_failures", 2), "max_failures", minimum=-1)
+    max_concurrent = _optional_int(
+        data.get("max_concurrent_trials"), "max_concurrent_trials", 1, _MAX_TRIALS
+    )
+    max_failures = _int(
+        data.get("max_failures", 2), "max_failures", minimum=-1, maximum=_MAX_FAILURES
+    )
     storage = _parse_storage(data.get("storage", "./studies"))
-    keep = _optional_int(data.get("keep_checkpoints", 2), "keep_checkpoints", 1)
+    keep = _optional_int(data.get("keep_checkpoints", 2), "keep_checkpoints", 1, _MAX_KEEP)
 
     cfg = StudyConfig(
         name=name,
@@ -328,11 +346,16 @@ def _parse_search(
 ) -> Search:
     check_keys(raw, "search", _SEARCH_KEYS)
     num_samples = _int(
-        raw.get("num_samples", _DEFAULT_NUM_SAMPLES[algorithm]), "search.num_samples", minimum=1
+        raw.get("num_samples", _DEFAULT_NUM_SAMPLES[algorithm]),
+        "search.num_samples",
+        minimum=1,
+        maximum=_MAX_TRIALS,
     )
     seed = raw.get("seed")
-    if seed is not None and not is_int(seed):
-        raise StudyConfigError("search.seed", seed, "an integer or null")
+    if seed is not None and not (is_int(seed) and 0 <= seed <= _MAX_SEARCH_SEED):
+        raise StudyConfigError(
+            "search.seed", seed, f"an integer in [0, {_MAX_SEARCH_SEED}] or null"
+        )
     sampler = raw.get("sampler")
     if algorithm == "optuna":
         sampler = "tpe" if sampler is None else sampler
@@ -360,7 +383,7 @@ def _parse_search(
     if max_concurrent is None and algorithm == "optuna":
         # TPE learns only from finished trials: many in flight means blind draws.
         max_concurrent = _DEFAULT_OPTUNA_CONCURRENCY
-    max_concurrent = _optional_int(max_concurrent, "search.max_concurrent", 1)
+    max_concurrent = _optional_int(max_concurrent, "search.max_concurrent", 1, _MAX_TRIALS)
 
     points_raw = raw.get("points_to_evaluate") or []
     if points_raw and algorithm == "grid":
@@ -425,11 +448,13 @@ def _parse_scheduler(
         return Scheduler()
     if len(metrics) > 1:
         raise StudyConfigError("scheduler.name", name, "none (ASHA needs a single metric)")
-    grace = _int(sched.get("grace_period", 1), "scheduler.grace_period", minimum=1)
+    grace = _int(
+        sched.get("grace_period", 1), "scheduler.grace_period", minimum=1, maximum=_MAX_EPOCHS
+    )
     factor = sched.get("reduction_factor", 3)
-    if not is_number(factor) or not factor > 1:
-        raise StudyConfigError("scheduler.reduction_factor", factor, "a number > 1")
-    max_t = _optional_int(sched.get("max_t"), "scheduler.max_t", 1)
+    if not is_number(factor) or not 1 < factor <= 1000:
+        raise StudyConfigError("scheduler.reduction_factor", factor, "a number > 1 and <= 1000")
+    max_t = _optional_int(sched.get("max_t"), "scheduler.max_t", 1, _MAX_EPOCHS)
     if max_t is None:
         max_t = _max_epochs(trial, space)
     if grace > max_t:
@@ -448,11 +473,14 @@ def _parse_resources(raw: Any, trial: Mapping[str, Any]) -> Resources:
     res = _mapping(raw, "resources")
     check_keys(res, "resources", ("cpu", "gpu"))
     cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
-    if not is_number(cpu) or not cpu > 0:
-        raise StudyConfigError("resources.cpu", cpu, "a number > 0")
-    if not is_number(gpu) or gpu < 0:
+    # `not 0 < x <= max` also refuses nan; inf is above every maximum
+    if not is_number(cpu) or not 0 < cpu <= _MAX_CPU:
+        raise StudyConfigError("resources.cpu", cpu, f"a number > 0 and <= {_MAX_CPU}")
+    if not is_number(gpu) or not 0 <= gpu <= _MAX_GPU:
         raise StudyConfigError(
-            "resources.gpu", gpu, "a number >= 0 (fractions such as 0.25 share a GPU)"
+            "resources.gpu",
+            gpu,
+            f"a number in [0, {_MAX_GPU}] (fractions such as 0.25 share a GPU)",
         )
     if gpu > 1 and gpu != int(gpu):
         raise StudyConfigError("resources.gpu", gpu, "a fraction <= 1 or a whole number of GPUs")
@@ -521,17 +549,17 @@ def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
     return raw
 
 
-def _int(value: Any, where: str, *, minimum: int) -> int:
-    if not is_int(value) or value < minimum:
-        raise StudyConfigError(where, value, f"an integer >= {minimum}")
+def _int(value: Any, where: str, *, minimum: int, maximum: int) -> int:
+    if not is_int(value) or not minimum <= value <= maximum:
+        raise StudyConfigError(where, value, f"an integer in [{minimum}, {maximum}]")
     return value
 
 
-def _optional_int(value: Any, where: str, minimum: int) -> int | None:
+def _optional_int(value: Any, where: str, minimum: int, maximum: int) -> int | None:
     if value is None:
         return None
-    if not is_int(value) or value < minimum:
-        raise StudyConfigError(where, value, f"null or an integer >= {minimum}")
+    if not is_int(value) or not minimum <= value <= maximum:
+        raise StudyConfigError(where, value, f"null or an integer in [{minimum}, {maximum}]")
     return value
 
 

@@ -66,6 +66,10 @@ def load_yaml(text: str, source: str = "<string>") -> Any:
             return loader.get_single_data()
         finally:
             loader.dispose()
+    except StudyConfigError:
+        raise
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise StudyConfigError(source, problem=f"invalid YAML ({exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source

@@ -65,7 +65,12 @@ def load_study(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> S
     path = Path(path)
     if path.is_dir():
         raise StudyConfigError(str(path), problem="is a directory", allowed="a study YAML file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise StudyConfigError(
+            str(path), problem=f"not UTF-8 text (byte {exc.start})", allowed="a UTF-8 YAML file"
+        ) from None
     data = load_yaml(text, source=str(path))
     data = apply_overrides(data, overrides)
     return parse_study(data, source=str(path))

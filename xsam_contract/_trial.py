@@ -8,6 +8,7 @@ study file), and the analysis layer types its columns from it.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +27,32 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, value: Any, allowed: str) -> None:
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"{field}: {value!r} is not allowed; expected {allowed}")
+        super().__init__(f"{field}: {_shown(value)} is not allowed; expected {allowed}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ray copies and pickles a trial's exception: rebuild it from its fields.
         return (type(self), (self.field, self.value, self.allowed))
+
+
+class _Short(reprlib.Repr):
+    """A repr of bounded size and time: a YAML alias bomb (10**9 nested items
+    sharing a few objects) or a 5000-digit integer renders at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict = 2, 6, 6, 6
+        self.maxstring, self.maxother = 80, 80
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:  # repr() of a huge int is slow, refused past 4300 digits
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return repr(x)
+
+
+def _shown(value: Any, limit: int = 100) -> str:
+    """``repr(value)``, at most ``limit`` characters, computed in bounded time."""
+    text = " ".join(_Short().repr(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class _Run:
     epochs_start: int = 0  # epochs already done when this run (or resume) began
     last_draw: float = 0.0
     last_plain: float = 0.0
+    last_text: str = ""
     drawn: bool = False  # a progress line is on the terminal, not ended by a newline
 
 
@@ -149,7 +150,10 @@ class Console(Callback):
             return
         view = self._view(trial)
         event = "trial_restarted" if view.started else "trial_started"
+        quiet_retry = view.started and getattr(trial, "max_failures", None) == 0
         view.started, view.state = True, "running"
+        if quiet_retry:  # the last try of a trial that failed on bad input: its error follows
+            return
         swept = ", ".join(f"{k}={_cell(v)}" for k, v in view.swept.items())
         text = f"{'restarted' if event == 'trial_restarted' else 'started'}  {view.trial_id}"
         self._event(
@@ -198,6 +202,8 @@ class Console(Callback):
             return
         view = self._view(trial)
         view.state = "pending"
+        if getattr(trial, "max_failures", None) == 0:  # bad input: reported once, as errored
+            return
         reason = error_reason(trial.error_file)
         self._event(
             "trial_retry",
@@ -326,7 +332,10 @@ class Console(Callback):
                 run.drawn = True
         elif force or now - run.last_plain >= PLAIN_PROGRESS_S:
             run.last_plain = now
-            self._write(f"progress: {self.progress_text(now)}")
+            text = self.progress_text(now)
+            if text != run.last_text:  # the same line twice says nothing new
+                run.last_text = text
+                self._write(f"progress: {text}")
 
     def _event(self, event: str, text: str, **fields: Any) -> None:
         if self.style == "json":
@@ -392,9 +401,10 @@ def error_reason(error_file: str | None) -> str:
     last_failure = text.rsplit("Failure # ", 1)[-1]
     lines = [ln.strip() for ln in last_failure.splitlines() if ln.strip()]
     for line in reversed(lines):
-        head = line.split(":", 1)[0]
+        head, _, rest = line.partition(":")
         if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
-            return _shorten(line)
+            # xsam_contract._trial.ConfigError -> ConfigError
+            return _shorten(head.rsplit(".", 1)[-1] + ":" + rest)
     return _shorten(lines[-1]) if lines else "unknown error"
 
 

@@ -110,6 +110,9 @@ def test_error_line_has_the_reason_and_the_log(tmp_path: Path) -> None:
         '  File "x.py", line 3\n    raise RuntimeError("boom")\nRuntimeError: planned failure\n'
     )
     assert error_reason(str(log)) == "RuntimeError: planned failure"
+    qualified = tmp_path / "qualified.txt"
+    qualified.write_text("Failure # 1\nxsam_contract._trial.ConfigError: rho: bad\n")
+    assert error_reason(str(qualified)) == "ConfigError: rho: bad"
     out = io.StringIO()
     console = _console(out, tty=False)
     trial = FakeTrial("e_1", {"optimizer": "sam"}, error_file=str(log), path=str(tmp_path))

@@ -1,8 +1,9 @@
-"""Plain-text tables for the terminal: the dry run and the best trials."""
+"""Plain-text tables for the terminal: the dry run and the closing table of a run."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -112,6 +113,64 @@ def trial_status(
     return "interrupted" if started or metrics.get("training_iteration") else "pending"
 
 
+def trial_epochs(cfg: StudyConfig) -> int:
+    """Epochs of a trial of ``cfg`` whose config does not set them (the study's value)."""
+    return int(cfg.trial_settings().get("epochs") or trial_defaults()["epochs"])
+
+
+def trial_rows(
+    results: Any,
+    cfg: StudyConfig,
+    labels: Mapping[str, str] | None = None,
+    started: frozenset[str] = frozenset(),
+) -> list[dict[str, Any]]:
+    """One row per trial of a run, best first: ``trial``, ``status`` (a key of
+    ``xsam_contract.STATUSES``), ``epochs`` (``done/configured``), the metrics
+    and the swept values; ``pareto`` (``*`` or empty) with several objectives.
+
+    Args:
+        results: A Ray Tune ``ResultGrid``.
+        cfg: The study.
+        labels: Ray trial id → the label the console saw the trial end with.
+        started: Ray trial ids the console saw start in this run.
+    """
+    names = [m.name for m in cfg.metrics]
+    swept = [p.name for p in cfg.space]
+    default_epochs = trial_epochs(cfg)
+    labels = labels or {}
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        config = result.config or {}
+        trial = str(metrics.get("trial_id") or _trial_id(result))
+        epochs = config.get("epochs")
+        epochs = epochs if isinstance(epochs, int) else default_epochs
+        status = trial_status(result, epochs, label=labels.get(trial), started=trial in started)
+        rows.append(
+            {
+                "trial": trial,
+                "status": status,
+                "epochs": f"{metrics.get('training_iteration') or 0}/{epochs}",
+                **{n: metrics.get(n) for n in names},
+                **{s: config.get(s) for s in swept},
+            }
+        )
+    first = cfg.metrics[0]
+    sign = -1 if first.mode == "max" else 1
+
+    def key(row: Mapping[str, Any]) -> tuple[int, float]:
+        v = row.get(first.name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return (0, sign * v) if ok else (1, 0.0)
+
+    rows.sort(key=key)
+    if cfg.multi_objective:
+        front = _pareto(rows, cfg)
+        for i, row in enumerate(rows):
+            row["pareto"] = "*" if i in front else ""
+    return rows
+
+
 def best_trials(
     results: Any,
     cfg: StudyConfig,
@@ -120,7 +179,7 @@ def best_trials(
     started: frozenset[str] = frozenset(),
 ) -> str:
     """The closing table of a run: every trial (or the ``top`` best) with its
-    real status, epochs, metrics and swept values.
+    real status, epochs, metrics and swept values (:func:`trial_rows`).
 
     Sorted by the (first) metric; with several objectives the trials on the
     Pareto front are marked ``*``.
@@ -133,46 +192,21 @@ def best_trials(
         started: Ray trial ids the console saw start in this run.
 
     Returns:
-        The table, or a line saying that there were no trials.
+        The table under a title that counts the trials by status, or
+        ``no trials``.
     """
-    names = [m.name for m in cfg.metrics]
-    swept = [p.name for p in cfg.space]
-    default_epochs = int(cfg.trial_settings().get("epochs") or trial_defaults()["epochs"])
-    labels = labels or {}
-    rows = []
-    for result in results:
-        metrics = result.metrics or {}
-        config = result.config or {}
-        trial = metrics.get("trial_id") or _trial_id(result)
-        epochs = config.get("epochs")
-        epochs = epochs if isinstance(epochs, int) else default_epochs
-        status = trial_status(
-            result, epochs, label=labels.get(str(trial)), started=str(trial) in started
-        )
-        row = {
-            "trial": trial,
-            "status": status,
-            "epochs": f"{metrics.get('training_iteration') or 0}/{epochs}",
-            **{n: metrics.get(n) for n in names},
-            **{s: config.get(s) for s in swept},
-        }
-        rows.append(row)
+    rows = trial_rows(results, cfg, labels, started)
     if not rows:
         return "no trials"
     first = cfg.metrics[0]
-    sign = -1 if first.mode == "max" else 1
-
-    def key(row: Mapping[str, Any]) -> tuple[int, float]:
-        v = row.get(first.name)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        return (0, sign * v) if ok else (1, 0.0)
-
-    rows.sort(key=key)
-    columns = ["trial", "status", "epochs", *names, *swept]
+    columns = [
+        "trial",
+        "status",
+        "epochs",
+        *(m.name for m in cfg.metrics),
+        *(p.name for p in cfg.space),
+    ]
     if cfg.multi_objective:
-        front = _pareto(rows, cfg)
-        for i, row in enumerate(rows):
-            row["pareto"] = "*" if i in front else ""
         columns.insert(0, "pareto")
     shown = rows[:top] if top else rows
     counts: dict[str, int] = {}
@@ -211,8 +245,12 @@ def _pareto(rows: Sequence[Mapping[str, Any]], cfg: StudyConfig) -> set[int]:
 
 
 def _trial_id(result: Any) -> str:
+    # A trial that never reported: its folder is named "<trial id>_<swept values>"
+    # (study._searchers.TrialDirname), the trial id being "<5 hex>_<5 digits>".
     path = str(getattr(result, "path", "") or "")
-    return path.rstrip("/").rsplit("/", 1)[-1] if path else "?"
+    name = path.rstrip("/").rsplit("/", 1)[-1] if path else "?"
+    match = re.match(r"[0-9a-f]{5}_\d{5}(?=_|$)", name)
+    return match.group(0) if match else name
 
 
 def _cell(value: Any) -> str:

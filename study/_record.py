@@ -98,8 +98,9 @@ def start_record(
         "name": run_name,
         "study": cfg.name,
         "description": cfg.description,
-        "metric": cfg.metric,
-        "mode": cfg.mode,
+        # one string each, as STUDY_FIELDS says: the first objective; `metrics` lists all
+        "metric": cfg.metrics[0].name,
+        "mode": cfg.metrics[0].mode,
         "metrics": [{"name": m.name, "mode": m.mode} for m in cfg.metrics],
         "search": spec["search"],
         "scheduler": spec["scheduler"],

@@ -104,7 +104,11 @@ def test_optuna_multi_objective_with_conditions(
     study_dir = tmp_path / "tiny"
     assert last_study() == f"file://{study_dir}"
     info = json.loads((study_dir / "study.json").read_text())
-    assert info["metric"] == ["test_acc", "time_epoch"] and info["mode"] == ["max", "min"]
+    assert info["metric"] == "test_acc" and info["mode"] == "max"  # STUDY_FIELDS: strings
+    assert info["metrics"] == [
+        {"name": "test_acc", "mode": "max"},
+        {"name": "time_epoch", "mode": "min"},
+    ]
     assert info["path"] == f"file://{study_dir}" and "finished_at" in info
     storage = JournalStorage(JournalFileBackend(str(study_dir / "optuna.journal")))
     study = optuna.load_study(study_name="tiny", storage=storage)

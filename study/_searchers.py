@@ -1,8 +1,9 @@
 """Ray Tune searchers of the study layer.
 
-Module-level classes on purpose: Ray pickles the searcher into the study
-directory (``tuner.pkl`` and the searcher state) and unpickles it on resume,
-so it must be importable by name.
+Module-level classes on purpose: Ray pickles the searcher into ``tuner.pkl``
+and unpickles it on resume, so it must be importable by name. Their own state
+(Ray's ``searcher-state-*.pkl``, whatever the name says) is JSON: a resume
+reads nothing executable from it (README "Trust").
 """
 
 from __future__ import annotations
@@ -172,11 +173,12 @@ _RECOVER = "start the study again (xsam-tune run) or restore the study directory
 class JournaledOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that mirrors its Optuna study into a journal file.
 
-    Ray keeps the Optuna study in memory and pickles it with the searcher,
-    which is what resuming needs and survives the study directory being
-    moved. For ``optuna-dashboard <study dir>/optuna.journal`` the finished
-    trials are also appended to an Optuna ``JournalStorage`` file after each
-    trial completes. A failure to write the mirror is logged, never fatal.
+    Ray keeps the Optuna study in memory; its state file is JSON (every
+    trial, the Ray trial ids, the sampler's random state), rebuilt into an
+    in-memory study on resume, wherever the study directory now is. For
+    ``optuna-dashboard <study dir>/optuna.journal`` the finished trials are
+    also appended to an Optuna ``JournalStorage`` file after each trial
+    completes. A failure to write the mirror is logged, never fatal.
 
     Args:
         *args: Passed to ``OptunaSearch``.
@@ -211,11 +213,82 @@ class JournaledOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
         self.write_journal()
 
+    def save(self, checkpoint_path: str) -> None:
+        """Write the Optuna study as JSON (``OptunaSearch`` pickles it): every
+        trial, which Ray trial is which, and the sampler's random state."""
+        study, trials = optuna_state(self)
+        state = {
+            "format": _OPTUNA_FORMAT,
+            "trials": [_trial_to_json(t) for t in study.get_trials(deepcopy=False)]
+            if study is not None
+            else [],
+            "ray_trials": {ray_id: t.number for ray_id, t in trials.items()},
+            "completed": sorted(self._completed_trials),
+            "rng": sampler_rng_state(self._sampler),
+        }
+        atomic_write(checkpoint_path, json.dumps(state))
+
     def restore(self, checkpoint_path: str) -> None:
-        """Restore as ``OptunaSearch`` does, then write the mirror: a resumed study
-        has its journal where it lives now, even if no trial completes again."""
-        super().restore(checkpoint_path)
+        """Rebuild the Optuna study from what :meth:`save` wrote, then write the
+        mirror: a resumed study has its journal where it lives now, even if no
+        trial completes again.
+
+        Raises:
+            StudyLaunchError: The file is not such a state (a pickle is refused unread).
+        """
+        state = read_json_state(checkpoint_path, _OPTUNA_FORMAT)
+        try:
+            self._restore_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StudyLaunchError(
+                f"searcher state {checkpoint_path}: damaged ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:120]}); {_RECOVER}"
+            ) from None
         self.write_journal()
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        import optuna
+        from optuna.distributions import json_to_distribution
+        from optuna.trial import TrialState
+
+        modes = self._mode if isinstance(self._mode, list) else [self._mode]
+        sampler = self._sampler or optuna.samplers.TPESampler(seed=self._seed)
+        study = optuna.create_study(
+            sampler=sampler,
+            pruner=optuna.pruners.NopPruner(),
+            study_name=self._study_name,
+            directions=["minimize" if m == "min" else "maximize" for m in modes],
+        )
+        live: dict[int, Any] = {}
+        for t in sorted(state["trials"], key=lambda t: t["number"]):
+            kind = TrialState[t["state"]]
+            dists = {k: json_to_distribution(v) for k, v in t["distributions"].items()}
+            steps = {int(k): v for k, v in t["intermediate_values"].items()}
+            if kind.is_finished():
+                frozen = optuna.trial.create_trial(
+                    state=kind,
+                    values=t["values"] if kind == TrialState.COMPLETE else None,
+                    params=t["params"],
+                    distributions=dists,
+                    user_attrs=t["user_attrs"],
+                    system_attrs=t["system_attrs"],
+                    intermediate_values=steps,
+                )
+                study.add_trial(frozen)
+            elif kind == TrialState.WAITING:  # a point to evaluate, not asked for yet
+                study.enqueue_trial(t["system_attrs"].get("fixed_params", {}))
+            else:  # running when the study stopped: Ray continues it and tells its end
+                study.enqueue_trial(t["params"])
+                live[t["number"]] = handle = study.ask(fixed_distributions=dists)
+                for step, value in steps.items():
+                    handle.report(value, step)
+        numbered = {t.number: t for t in study.get_trials(deepcopy=False)}
+        self._ot_study = study
+        self._ot_trials = {
+            ray_id: live.get(n, numbered[n]) for ray_id, n in state["ray_trials"].items()
+        }
+        self._completed_trials = set(state["completed"])
+        set_sampler_rng_state(sampler, state["rng"])
 
     def write_journal(self) -> None:
         """Append the finished trials not yet in the journal file."""
@@ -230,6 +303,67 @@ class JournaledOptunaSearch(OptunaSearch):
                 upload_file(path, self._journal_upload)
         except Exception as exc:  # the dashboard file must never stop a study
             logger.warning("could not write the Optuna journal %s: %s", path, exc)
+
+
+#: The ``format`` field of a :class:`JournaledOptunaSearch` state file.
+_OPTUNA_FORMAT = "xsam-tune optuna searcher 1"
+
+
+def _trial_to_json(t: Any) -> dict[str, Any]:
+    """An Optuna ``FrozenTrial`` as plain JSON values."""
+    from optuna.distributions import distribution_to_json
+
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "params": t.params,
+        "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+        "values": t.values,
+        "intermediate_values": {str(k): v for k, v in t.intermediate_values.items()},
+        "user_attrs": t.user_attrs,
+        "system_attrs": t.system_attrs,
+    }
+
+
+# The attributes under which Optuna's samplers keep their NumPy random state
+# (optuna 4-5: ``_rng`` is a LazyRandomState or a RandomState; TPE and NSGA-II
+# draw their start-up trials with a ``_random_sampler``, GP and QMC with an
+# ``_independent_sampler``). Optuna has no public accessor; a resumed study
+# must go on drawing where it stopped, not repeat its first draws.
+# tests/study/test_study_searchers.py fails if Optuna renames them.
+_RNG_PATHS = ("_rng", "_random_sampler._rng", "_independent_sampler._rng")
+
+
+def _random_states(sampler: Any) -> Iterator[tuple[str, Any]]:
+    """``(path, numpy RandomState)`` of each random state a sampler holds."""
+    import numpy as np
+
+    for path in _RNG_PATHS:
+        obj = sampler
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        rng = getattr(obj, "rng", obj)  # LazyRandomState.rng creates it on first use
+        if isinstance(rng, np.random.RandomState):
+            yield path, rng
+
+
+def sampler_rng_state(sampler: Any) -> dict[str, list[Any]]:
+    """The random state of an Optuna sampler as JSON values (see :data:`_RNG_PATHS`)."""
+    out = {}
+    for path, rng in _random_states(sampler):
+        kind, keys, pos, has_gauss, cached = rng.get_state()
+        out[path] = [kind, [int(k) for k in keys], pos, has_gauss, cached]
+    return out
+
+
+def set_sampler_rng_state(sampler: Any, state: dict[str, list[Any]]) -> None:
+    """Put back what :func:`sampler_rng_state` returned."""
+    import numpy as np
+
+    for path, rng in _random_states(sampler):
+        if path in state:
+            kind, keys, pos, has_gauss, cached = state[path]
+            rng.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def _mirror_study(source: Any, path: str, name: str, ray_ids: dict[int, str], metric: Any) -> None:

@@ -130,3 +130,76 @@ def test_list_searcher_state_is_json_and_a_pickle_is_refused_unread(tmp_path: Pa
         with pytest.raises(StudyLaunchError, match=f"searcher state {state}"):
             ListSearcher([]).restore(str(state))
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_optuna_state_is_json_and_a_restored_searcher_goes_on_like_the_original(
+    base: dict[str, Any], tmp_path: Path, sampler: str
+) -> None:
+    """Saved mid-study (one trial finished, one drawn and running), restored into a
+    searcher built afresh: the next draws equal the uninterrupted ones."""
+    import json
+
+    from study._samplers import SAMPLERS
+
+    base["search"] = {"algorithm": "optuna", "num_samples": 6, "seed": 0, "sampler": sampler}
+    base["space"] = {
+        "optimizer": {"choice": ["sam", "xsam"]},
+        "rho": {"uniform": [0.0, 1.0]},
+    }
+    space = build_tune_space(parse_study(base)).optuna_space
+
+    def fresh() -> JournaledOptunaSearch:
+        return JournaledOptunaSearch(
+            space=space,
+            metric="test_acc",
+            mode="max",
+            sampler=SAMPLERS[sampler].build(0),
+            points_to_evaluate=[{"optimizer": "sam", "rho": 0.5}],  # t1; t2 on are drawn
+        )
+
+    original = fresh()
+    original.suggest("t1")
+    original.on_trial_result("t1", {"test_acc": 0.3, "training_iteration": 1})
+    original.on_trial_complete("t1", {"test_acc": 0.4, "training_iteration": 2})
+    original.suggest("t2")  # running when saved
+    original.on_trial_result("t2", {"test_acc": 0.2, "training_iteration": 1})
+    state = tmp_path / "searcher-state-x.pkl"
+    original.save(str(state))
+    saved = json.loads(state.read_text())  # JSON, not a pickle
+    assert [t["state"] for t in saved["trials"]] == ["COMPLETE", "RUNNING"]
+
+    restored = fresh()
+    restored.restore(str(state))
+    for searcher in (original, restored):
+        searcher.on_trial_complete("t2", {"test_acc": 0.6, "training_iteration": 2})
+    for trial_id in ("t3", "t4", "t5"):
+        expected = original.suggest(trial_id)
+        assert restored.suggest(trial_id) == expected
+        for searcher in (original, restored):
+            searcher.on_trial_complete(trial_id, {"test_acc": 0.5, "training_iteration": 2})
+    assert [t.params for t in optuna_state(restored)[0].trials] == [
+        t.params for t in optuna_state(original)[0].trials
+    ]
+
+
+def test_a_pickled_optuna_state_is_refused_unread(base: dict[str, Any], tmp_path: Path) -> None:
+    import os
+    import pickle
+
+    from study import StudyLaunchError
+
+    class Marker:
+        def __reduce__(self):  # creates a file when unpickled
+            return (os.mknod, (str(tmp_path / "pwned"),))
+
+    base["search"] = {"algorithm": "optuna", "num_samples": 2, "seed": 0}
+    base["space"] = {"optimizer": {"choice": ["sam", "xsam"]}}
+    searcher = JournaledOptunaSearch(
+        space=build_tune_space(parse_study(base)).optuna_space, metric="test_acc", mode="max"
+    )
+    state = tmp_path / "searcher-state-x.pkl"
+    state.write_bytes(pickle.dumps({"_ot_study": Marker()}))
+    with pytest.raises(StudyLaunchError, match=f"searcher state {state}: not JSON"):
+        searcher.restore(str(state))
+    assert not (tmp_path / "pwned").exists()

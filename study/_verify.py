@@ -1,0 +1,210 @@
+"""Checks of a study directory before a resume starts Ray (issue 9).
+
+A resume continues from what Ray and the project wrote into the study
+directory. Ray reads its run state and ``tuner.pkl`` with pickle and, when the
+run state is damaged, silently starts a new run built from the search space
+alone. So before anything starts, :func:`verify_resumable` checks:
+
+- ``study.json`` is a JSON object that agrees with ``study.yaml``;
+- ``tuner.pkl`` and Ray's searcher wrappers are whole pickles (framing only:
+  they are Ray's own files, never unpickled here; see README "Trust");
+- the newest run state (``experiment_state-*.json``) is whole JSON and every
+  trial in it has a config of this study;
+- the project's searcher state is JSON of the expected format;
+- every trial directory's ``params.json`` is a config of this study, and
+  every trial state file (``trial_state.pt``) loads with
+  ``torch.load(weights_only=True)`` (nothing in it runs).
+
+What is damaged is refused with one line naming the file and how to recover.
+Remote (URI) study directories get the ``study.json`` check only.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from study import _storage
+from study._errors import StudyLaunchError, show_value
+from study._record import RECORD, SPEC, read_record
+from study._schema import StudyConfig
+
+__all__ = ["RUN_STATE_PATTERN", "verify_resumable"]
+
+#: Ray Tune's run state files in a study directory (the newest one is resumed).
+RUN_STATE_PATTERN = "experiment_state-*.json"
+#: Ray's pickles in a study directory: ``tuner.pkl`` and the search wrappers' state.
+_RAY_PICKLES = ("tuner.pkl", "search_gen_state-*.json", "basic-variant-state-*.json")
+#: The project's searcher state (JSON, whatever Ray's file name says).
+_SEARCHER_STATE = "searcher-state-*.pkl"
+#: The trial state file of ``trainables.tune`` inside a checkpoint directory.
+_TRIAL_STATE = "trial_state.pt"
+# Trial keys whose value depends on where the study was launched from (made absolute then).
+_LOCATION_KEYS = frozenset({"data_dir"})
+
+
+def verify_resumable(path: str, cfg: StudyConfig) -> None:
+    """Refuse to resume a study directory whose state is damaged or not this study's.
+
+    Args:
+        path: The study directory (absolute local path or URI).
+        cfg: Its validated ``study.yaml``.
+
+    Raises:
+        StudyLaunchError: One line naming what is damaged and how to recover.
+    """
+    _check_record(path, cfg)
+    if _storage.is_uri(path):
+        return
+    for pattern in _RAY_PICKLES:
+        for file in _newest(path, pattern):
+            _check_pickle_framing(file)
+    _check_run_state(path, cfg)
+    for file in _newest(path, _SEARCHER_STATE):
+        _check_searcher_state(file)
+    _check_trials(path, cfg)
+
+
+def _check_record(path: str, cfg: StudyConfig) -> None:
+    record = read_record(path)  # raises on a damaged study.json
+    spec = json.loads(json.dumps(cfg.to_dict(), default=str))
+    for field in ("space", "trial", "search"):
+        if field in record and record[field] != spec[field]:
+            raise StudyLaunchError(
+                f"{_storage.join(path, RECORD)}: its {field} differs from {SPEC}'s "
+                f"(the study directory was edited); restore both from a copy"
+            )
+
+
+def _newest(path: str, pattern: str) -> Iterator[str]:
+    """The newest file matching ``pattern`` (Ray reads that one), if any."""
+    files = glob.glob(os.path.join(glob.escape(path), pattern))
+    if files:
+        yield max(files)
+
+
+def _damaged(file: str, what: str, reason: str) -> StudyLaunchError:
+    return StudyLaunchError(
+        f"{what} {file} is damaged ({reason}); nothing was resumed: restore the study "
+        "directory from a copy, or start the study again with `xsam-tune run` "
+        "(the finished trials' results stay where they are)"
+    )
+
+
+def _check_pickle_framing(file: str) -> None:
+    """A whole pickle starts with the PROTO opcode and ends with STOP (checked, not loaded)."""
+    try:
+        size = os.path.getsize(file)
+        with open(file, "rb") as f:
+            head = f.read(2)
+            f.seek(max(0, size - 1))
+            tail = f.read(1)
+    except OSError as exc:
+        raise _damaged(file, "Ray state", exc.strerror or type(exc).__name__) from None
+    if size < 3 or head[:1] != b"\x80" or tail != b".":
+        raise _damaged(
+            file, "Ray state", "empty or cut short" if size < 3 else "not a whole pickle"
+        )
+
+
+def _check_run_state(path: str, cfg: StudyConfig) -> None:
+    for file in _newest(path, RUN_STATE_PATTERN):
+        try:
+            with open(file, "rb") as f:
+                state = json.loads(f.read().decode("utf-8"))
+            trials = state["trial_data"]
+            configs = [json.loads(entry[0])["config"] for entry in trials]
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            reason = "cut short or garbled" if isinstance(exc, ValueError) else "fields missing"
+            raise _damaged(file, "run state", reason) from None
+        for config in configs:
+            problem = foreign_config(config, cfg)
+            if problem:
+                raise _damaged(file, "run state", f"a trial config {problem}")
+
+
+def _check_searcher_state(file: str) -> None:
+    from study._searchers import read_json_state
+
+    try:
+        with open(file, "rb") as f:
+            fmt = json.loads(f.read().decode("utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if not isinstance(fmt, str):
+        raise _damaged(file, "searcher state", "not the project's JSON state")
+    read_json_state(file, fmt)
+
+
+def _check_trials(path: str, cfg: StudyConfig) -> None:
+    states: list[str] = []
+    for params in sorted(glob.glob(os.path.join(glob.escape(path), "*", "params.json"))):
+        trial_dir = os.path.dirname(params)
+        try:
+            with open(params, "rb") as f:
+                config = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError):
+            config = None
+        if not isinstance(config, dict):
+            raise StudyLaunchError(
+                f"trial record {params} is damaged (not a JSON object); restore it from a copy, "
+                f"or move {trial_dir} out of the study directory to leave that trial out"
+            )
+        problem = foreign_config(config, cfg)
+        if problem:
+            raise StudyLaunchError(
+                f"trial record {params}: its config {problem}; move {trial_dir} out of the "
+                "study directory, or restore it from a copy"
+            )
+        states += glob.glob(os.path.join(glob.escape(trial_dir), "checkpoint_*", _TRIAL_STATE))
+    if states:
+        _check_trial_states(states)
+
+
+def _check_trial_states(files: list[str]) -> None:
+    """Every trial state loads without running anything (torch, imported only here)."""
+    from trainables.loop import CheckpointError, read_state
+
+    for file in files:
+        try:
+            read_state(file)
+        except CheckpointError as exc:
+            raise StudyLaunchError(
+                f"{exc}; move its checkpoint directory {os.path.dirname(file)} out of the study "
+                "(the trial then resumes from an earlier checkpoint or from the start)"
+            ) from None
+
+
+def foreign_config(config: Mapping[str, Any], cfg: StudyConfig) -> str | None:
+    """Why a trial config is not one of this study's trials (None when it is).
+
+    Its fixed settings must be the study's, every swept key a value of its
+    parameter, and no other key present.
+    """
+    space = {p.name: p for p in cfg.space}
+    fixed = cfg.trial_settings()
+    for key, value in fixed.items():
+        if key in _LOCATION_KEYS or (key in space and space[key].when):
+            continue
+        if key not in config or not _same(config[key], value):
+            return f"has {key}={show_value(config.get(key))}, the study fixes {show_value(value)}"
+    for key, value in config.items():
+        if key in space:
+            if not space[key].contains(value):
+                return f"has {key}={show_value(value)}, not in {space[key].describe()}"
+        elif key not in fixed:
+            return f"has {key}={show_value(value)}, a key the study does not set"
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal after a JSON round trip (tuples are lists; 5 == 5.0; nan == nan)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b and isinstance(a, bool) == isinstance(b, bool)

@@ -213,8 +213,7 @@ def best_trials(
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
-    which = f"best {len(shown)} of {len(rows)}" if len(shown) < len(rows) else f"{len(rows)}"
-    title = f"{which} trials by {first.name} ({first.mode}): {tally}"
+    title = f"best {len(shown)} of {len(rows)} trials by {first.name} ({first.mode}): {tally}"
     return title + "\n" + format_table(shown, columns)
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import pty
+import re
+import select
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,7 @@ import pytest
 from study._console import Console, error_reason, format_duration
 from study._report import best_trials, status_of, trial_status
 from study.config import parse_study
+from tests.study._cli_driver import REPO, SLOW_ROWS, command, driver_env, tiny_study
 
 
 @dataclass
@@ -180,7 +187,9 @@ def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any])
     ]
     table = best_trials(results, cfg)
     lines = table.splitlines()
-    assert lines[0].startswith("3 trials by test_acc (max): 1 finished, 1 interrupted, 1 pending")
+    assert lines[0].startswith(
+        "best 3 of 3 trials by test_acc (max): 1 finished, 1 interrupted, 1 pending"
+    )
     assert lines[1].split() == [
         "trial",
         "status",
@@ -193,3 +202,107 @@ def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any])
     assert lines[2].split() == ["t1", "finished", "3/3", "0.8", "sam", "2", "0"]
     assert lines[3].split() == ["t2", "interrupted", "1/3", "0.6", "sgd", "-", "1"]
     assert lines[4].split() == ["t3", "pending", "0/3", "-", "xsam", "1", "1"]
+
+
+# --------------------------------------------------------------------------
+# end to end: xsam-tune run in a pseudo-terminal, into a pipe, with --json
+# --------------------------------------------------------------------------
+
+TIMEOUT = 240
+
+
+@pytest.mark.ray
+def test_console_in_a_terminal(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    study = tiny_study(tmp_path, "tty", data, epochs=2)
+    storage = tmp_path / "studies"
+    args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
+    with driver_env(tmp_path) as env:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            command(*args), cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        chunks = []
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal closed: the driver ended
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif proc.poll() is not None:
+                break
+        os.close(master)
+        rc = proc.wait(timeout=30)
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    assert rc == 0, text
+    # the progress line is redrawn in place: carriage return and erase-line
+    redraws = [part for part in text.split("\r\x1b[K") if part.strip()]
+    assert any(re.match(r"\d/3 done, \d running, \d pending", part) for part in redraws), text
+    assert any("ETA" in part and "elapsed" in part for part in redraws), text
+    plain = re.sub(r"\r\x1b\[K[^\n\r]*", "", text)
+    for optimizer in ("sgd", "sam", "xsam"):
+        assert re.search(rf"^started  \S+  optimizer={optimizer}, seed=0$", plain, re.M), plain
+    finished = re.findall(r"^finished  \S+  test_acc=[0-9.]+  \(2/2 epochs\)$", plain, re.M)
+    assert len(finished) == 3, plain
+    rows = _closing_rows(plain)
+    assert [row[1:3] for row in rows] == [["finished", "2/2"]] * 3, plain
+    assert sorted(row[4] for row in rows) == ["sam", "sgd", "xsam"]
+    assert "Trial status" not in text and "╭" not in text  # Ray's own tables are off
+
+
+@pytest.mark.ray
+def test_two_runs_at_once_pipe_and_json(tmp_path: Path) -> None:
+    """Two studies of the same name into the same storage at the same time: each
+    gets and reports its own directory. One writes plain lines into a pipe,
+    the other JSON lines."""
+    data = tmp_path / "data"
+    study = tiny_study(tmp_path, "twin", data, epochs=1)
+    storage = tmp_path / "studies"
+    args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
+    with driver_env(tmp_path) as env:
+        procs = [
+            subprocess.Popen(
+                command(*args, *extra, "--print-dir-to", str(tmp_path / f"dir{i}")),
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i, extra in enumerate([[], ["--json"]])
+        ]
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for proc, (out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, out + err
+    dirs = [(tmp_path / f"dir{i}").read_text().strip() for i in range(2)]
+    assert dirs[0] != dirs[1], dirs
+    for d in dirs:
+        assert Path(d).parent == storage and (Path(d) / "study.json").exists()
+        assert json.loads((Path(d) / "study.json").read_text())["path"] == d
+        assert len([p for p in Path(d).iterdir() if (p / "result.json").exists()]) == 3
+    plain, js = outs[0][0], outs[1][0]
+    assert "\r" not in plain and "\x1b" not in plain
+    assert re.search(r"^progress: 3/3 done, 0 running, 0 pending", plain, re.M), plain
+    assert f"study directory: {dirs[0]}" in plain
+    events = [json.loads(line) for line in js.splitlines()]  # every line parses
+    kinds = [e["event"] for e in events]
+    assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3, kinds
+    assert kinds[-1] == "study_end" and events[-1]["directory"] == dirs[1], events[-1]
+    assert [t["status"] for t in events[-1]["trials"]] == ["finished"] * 3
+
+
+def _closing_rows(text: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["trial", "status", "epochs"])
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows

@@ -18,14 +18,23 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ray.tune.search import Searcher
+from ray.tune.search import BasicVariantGenerator, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from study._errors import StudyLaunchError
 from study._storage import upload_file
 from xsam_contract import atomic_write
 
-__all__ = ["JournaledOptunaSearch", "ListSearcher", "TrialDirname", "journal_at", "optuna_state"]
+__all__ = [
+    "JournaledOptunaSearch",
+    "ListSearcher",
+    "StudySearchGenerator",
+    "StudyVariantGenerator",
+    "TrialDirname",
+    "journal_at",
+    "optuna_state",
+    "resumed_in",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,68 @@ def journal_at(path: str | None) -> Iterator[None]:
         yield
     finally:
         _JOURNAL_AT.reset(token)
+
+
+# The study directory a resume runs in (it may have moved since Ray pickled
+# the search algorithm with the old one), see resumed_in.
+_RESUMED_IN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "xsam_tune_resumed_in", default=None
+)
+
+
+@contextlib.contextmanager
+def resumed_in(study_dir: str | None) -> Iterator[None]:
+    """Within this block, a restored :class:`StudySearchGenerator` or
+    :class:`StudyVariantGenerator` creates its new trials in ``study_dir``.
+
+    Ray re-points the trials it restores to where the study directory now is,
+    but the search algorithm's pickled experiment keeps the old location, so
+    trials created after a resume of a moved study would write there.
+    ``resume_study`` wraps ``Tuner.fit`` in it. None (or a URI) changes nothing.
+    """
+    token = _RESUMED_IN.set(study_dir)
+    try:
+        yield
+    finally:
+        _RESUMED_IN.reset(token)
+
+
+def _relocate(spec: dict[str, Any]) -> None:
+    """Point the storage of a restored experiment spec at the resumed study directory.
+
+    ``spec["storage"]`` is Ray's ``StorageContext`` (Ray 2.60); the two
+    attributes set here are the ones Ray itself updates for restored trials
+    (``TuneController._restore_trials``). tests/study/test_durability.py fails
+    if a moved study's new trials write elsewhere.
+    """
+    target = _RESUMED_IN.get()
+    storage = spec.get("storage")
+    if not target or storage is None or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", target):
+        return
+    storage.storage_fs_path = os.path.dirname(target)
+    storage.experiment_dir_name = os.path.basename(target)
+
+
+class StudySearchGenerator(SearchGenerator):
+    """Ray's ``SearchGenerator`` around a searcher, whose restored experiment creates
+    its trials in the resumed study directory (see :func:`resumed_in`)."""
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore as Ray does, then re-point the experiment's storage."""
+        super().set_state(state)
+        if self._experiment is not None:
+            _relocate(self._experiment.spec)
+
+
+class StudyVariantGenerator(BasicVariantGenerator):
+    """Ray's ``BasicVariantGenerator`` (native grids and random search), whose restored
+    trial iterators create their trials in the resumed study directory."""
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore as Ray does, then re-point every iterator's storage."""
+        super().set_state(state)
+        for iterator in self._iterators:
+            _relocate(iterator.unresolved_spec)
 
 
 def optuna_state(searcher: OptunaSearch) -> tuple[Any, dict[str, Any]]:

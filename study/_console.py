@@ -1,6 +1,6 @@
 """The console of a running study: our own event lines and progress, instead of Ray's.
 
-A :class:`Console` is a Ray Tune callback. It prints one line per event that
+A :class:`Console` has the hooks of a Ray Tune callback. It prints one line per event that
 matters (a trial started, with its swept values; finished, with its metric;
 failed, with a one-line reason and where its error log is) and a progress
 line: trials done/running/pending, the running trials' epoch ``e/E``, the best
@@ -28,8 +28,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
-
-from ray.tune import Callback
 
 from study._report import status_of
 
@@ -68,8 +66,10 @@ class _Run:
     drawn: bool = False  # a progress line is on the terminal, not ended by a newline
 
 
-class Console(Callback):
-    """Ray Tune callback printing the study's events and progress.
+class Console:
+    """Prints the study's events and progress; Ray Tune calls it through
+    :class:`study._hooks.Forward` (this module imports no Ray, so the checks
+    before a launch do not wait for Ray to import).
 
     Args:
         swept: The swept parameter names, in study-file order.

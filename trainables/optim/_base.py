@@ -34,6 +34,7 @@ search.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from collections.abc import Callable, Iterable
@@ -85,6 +86,11 @@ class AlphaSearch:
         return asdict(self)
 
 
+def _host_scalars(params: Tensors) -> bool:
+    """Scalars as host floats: only when every parameter is on the CPU (no sync to pay)."""
+    return all(p.device.type == "cpu" for p in params)
+
+
 class _Group:
     """The step's parameters of one device and dtype, with their flat buffers.
 
@@ -101,6 +107,17 @@ class _Group:
         grad = torch.zeros(sum(self._numels), dtype=params[0].dtype, device=params[0].device)
         self.flat: dict[str, torch.Tensor] = {"grad": grad}
         self.views: dict[str, Tensors] = {"grad": self._shaped(grad)}
+        # `module._apply` (model.to()) swaps a gradient's storage under the same
+        # tensor object, so a view is ours only while it still points here.
+        self._grad_ptrs = [v.data_ptr() for v in self.views["grad"]]
+
+    def zero_grads(self) -> None:
+        """Zero the flat gradient, and any gradient that is no longer a view of it."""
+        self.flat["grad"].zero_()
+        for p, view, ptr in zip(self.params, self.views["grad"], self._grad_ptrs, strict=True):
+            g = p.grad
+            if g is not None and (g is not view or g.data_ptr() != ptr):
+                g.zero_()
 
     def _shaped(self, flat: torch.Tensor) -> Tensors:
         return [v.view(p.shape) for v, p in zip(flat.split(self._numels), self.params, strict=True)]
@@ -120,10 +137,12 @@ class _Group:
         left elsewhere is copied in. Fast when nothing moved: one identity
         check per parameter.
         """
-        for p, view in zip(self.params, self.views["grad"], strict=True):
+        for p, view, ptr in zip(self.params, self.views["grad"], self._grad_ptrs, strict=True):
             g = p.grad
             if g is view:
-                continue
+                if view.data_ptr() == ptr:
+                    continue
+                return False  # its storage was swapped (model.to()): lay out afresh
             if p.dtype != view.dtype or p.device != view.device or p.shape != view.shape:
                 return False
             if g is None:
@@ -147,7 +166,7 @@ class _Layout:
         for p in params:
             by_key.setdefault((p.device, p.dtype), []).append(p)
         self.groups = [_Group(ps) for ps in by_key.values()]
-        self.host = all(p.device.type == "cpu" for p in params)
+        self.host = _host_scalars(params)
         held = set(map(id, params))
         #: parameters outside the layout, whose gradients are zeroed one by one
         self.others = [p for p in all_params if id(p) not in held]
@@ -182,11 +201,7 @@ class _Layout:
     def zero_grads(self) -> None:
         """Zero every gradient of the optimizer's parameters, one kernel per group."""
         for group in self.groups:
-            group.flat["grad"].zero_()
-            for p, view in zip(group.params, group.views["grad"], strict=True):
-                g = p.grad
-                if g is not None and g is not view:  # replaced since the last attach
-                    g.zero_()
+            group.zero_grads()
         for p in self.others:
             if p.grad is not None:
                 p.grad.zero_()
@@ -232,7 +247,8 @@ class SharpnessAware(torch.optim.Optimizer):
         eps: added to every norm that divides (> 0).
         model: when given, its BatchNorm running statistics are those of the
             clean pass at θ0 only.
-        **base_kwargs: passed to `base_optimizer` (lr, momentum, …).
+        **base_kwargs: passed to `base_optimizer` (lr, momentum, …); with every
+            parameter on the CPU, `foreach=True` unless given (same values, less time).
     """
 
     #: names of the parameter-sized buffers this optimizer keeps besides θ0
@@ -280,6 +296,12 @@ class SharpnessAware(torch.optim.Optimizer):
         _check(eta >= 0, "eta", eta, ">= 0")
         _check(eps > 0, "eps", eps, "> 0")
         super().__init__(params, dict(base_kwargs))
+        on_cpu = all(p.device.type == "cpu" for g in self.param_groups for p in g["params"])
+        if on_cpu and "foreach" not in base_kwargs and _takes(base_optimizer, "foreach"):
+            # PyTorch's CPU default is its Python loop over parameters (on CUDA it
+            # picks the multi-tensor path itself); the multi-tensor path runs the
+            # same kernels, value for value, in a third less time on the 1-D CNN.
+            base_kwargs = {**base_kwargs, "foreach": True}
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
@@ -547,6 +569,14 @@ class SharpnessAware(torch.optim.Optimizer):
         self.base_optimizer.load_state_dict(state_dict["base"])
         self.param_groups = self.base_optimizer.param_groups
         self._load_extra_state(state_dict["sharpness"])
+
+
+def _takes(cls: type, name: str) -> bool:
+    """Whether `cls(...)` accepts the keyword argument `name`."""
+    try:
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read: do not guess
+        return False
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:

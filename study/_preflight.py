@@ -23,6 +23,7 @@ from study._schema import StudyConfig
 
 __all__ = [
     "ADDRESS_TIMEOUT_S",
+    "STORAGE_TIMEOUT_S",
     "check_address",
     "check_datasets",
     "check_launch",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Seconds the TCP probe of ``--address`` waits for the cluster.
 ADDRESS_TIMEOUT_S = 5.0
+#: Seconds the probe of a storage URI waits for its bucket or root.
+STORAGE_TIMEOUT_S = 5.0
 # Ray's default GCS port, for an address given without one.
 _GCS_PORT = 6379
 # Ray Client's default port (ray://host).
@@ -108,13 +111,16 @@ def check_storage_writable(root: str) -> None:
     """Refuse a local storage root that this user cannot create or write.
 
     Checked without writing: the deepest existing directory on the way to
-    ``root`` must be writable (URIs are checked by the first write).
+    ``root`` must be writable. A URI is probed with one short request
+    (:func:`study._storage.check_reachable`: unknown bucket, no credentials,
+    unreachable endpoint), within :data:`STORAGE_TIMEOUT_S` seconds.
 
     Raises:
         StudyLaunchError: ``root`` (or the directory it would be created in)
             is not writable, or a file is in its way.
     """
     if _storage.is_uri(root):
+        _storage.check_reachable(root, STORAGE_TIMEOUT_S)
         return
     path = os.path.abspath(root)
     while not os.path.exists(path):

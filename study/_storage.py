@@ -19,6 +19,7 @@ from study._errors import StudyLaunchError
 from xsam_contract import atomic_write
 
 __all__ = [
+    "check_reachable",
     "exists",
     "is_uri",
     "join",
@@ -101,6 +102,89 @@ def upload_file(local: str, uri: str) -> None:
     """Copy a local file to a URI (replacing what is there)."""
     with _remote(uri) as (fs, path), open(local, "rb") as src, fs.open_output_stream(path) as dst:
         dst.write(src.read())
+
+
+def check_reachable(uri: str, timeout: float) -> None:
+    """Refuse a storage URI whose bucket (or root) cannot be reached within ``timeout`` s.
+
+    One request, no write: S3 asks for the bucket (``HeadBucket``) with short
+    connect/request timeouts and one attempt (the SDK's default retries an
+    unreachable endpoint for many seconds); other file systems ask for the
+    root's file info under a wall-clock limit.
+
+    Raises:
+        StudyLaunchError: Unknown bucket, access refused (no credentials found,
+            or the ones found lack access), endpoint unreachable, or no answer.
+    """
+    import threading
+
+    outcome: list[Any] = []
+
+    def probe() -> None:
+        try:
+            outcome.append(_probe(uri, timeout))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=probe, name="xsam-storage-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    if not outcome:
+        raise StudyLaunchError(f"storage {uri}: no answer within {timeout:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    if outcome[0] is not None:
+        raise StudyLaunchError(f"storage {uri}: {outcome[0]}")
+
+
+def _probe(uri: str, timeout: float) -> str | None:
+    """What is wrong with ``uri``'s bucket or root (None: reachable)."""
+    import pyarrow.fs
+
+    with _remote(uri) as (fs, path):
+        pass
+    if isinstance(fs, pyarrow.fs.S3FileSystem):
+        # Same options as the URI gave (endpoint, region, credentials), but fail fast.
+        options = dict(fs.__reduce__()[1][0])
+        options.update(
+            connect_timeout=min(timeout, 3.0),
+            request_timeout=timeout,
+            retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1),
+        )
+        fs = pyarrow.fs.S3FileSystem(**options)
+        target = path.split("/", 1)[0]
+    else:
+        target = path
+    try:
+        info = fs.get_file_info(target)
+    except OSError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(fs, pyarrow.fs.S3FileSystem) and not _aws_credentials_configured():
+            return (
+                "no AWS credentials found (AWS_ACCESS_KEY_ID, AWS_PROFILE, "
+                "AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials) and anonymous "
+                f"access failed: {reason}"
+            )
+        return reason
+    if isinstance(fs, pyarrow.fs.S3FileSystem) and info.type == pyarrow.fs.FileType.NotFound:
+        return f"bucket {target!r} does not exist"
+    return None
+
+
+def _aws_credentials_configured() -> bool:
+    """Whether the usual places name AWS credentials (environment, shared files,
+    web identity, container role). Instance-metadata credentials are not
+    visible from here: this only words an access error, it refuses nothing."""
+    env = os.environ
+    names = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
+    names += ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    if any(env.get(n) for n in names):
+        return True
+    files = (
+        env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials"),
+        env.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config"),
+    )
+    return any(os.path.isfile(f) and os.path.getsize(f) > 0 for f in files)
 
 
 @contextlib.contextmanager

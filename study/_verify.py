@@ -33,7 +33,7 @@ from study._errors import StudyLaunchError, show_value
 from study._record import RECORD, SPEC, read_record
 from study._schema import StudyConfig
 
-__all__ = ["RUN_STATE_PATTERN", "verify_resumable"]
+__all__ = ["RUN_STATE_PATTERN", "repair_torn_rows", "verify_resumable"]
 
 #: Ray Tune's run state files in a study directory (the newest one is resumed).
 RUN_STATE_PATTERN = "experiment_state-*.json"
@@ -177,6 +177,47 @@ def _check_trial_states(files: list[str]) -> None:
                 f"{exc}; move its checkpoint directory {os.path.dirname(file)} out of the study "
                 "(the trial then resumes from an earlier checkpoint or from the start)"
             ) from None
+
+
+def repair_torn_rows(path: str) -> list[str]:
+    """Cut a torn last line (a crash mid-write) off each trial's ``result.json`` and
+    ``progress.csv``, so the rows a resume appends are not glued onto it.
+
+    Every complete row before it is kept; the file is rewritten atomically.
+
+    Args:
+        path: The study directory (a URI is left alone).
+
+    Returns:
+        The files repaired.
+    """
+    from xsam_contract import atomic_write
+
+    if _storage.is_uri(path):
+        return []
+    repaired = []
+    for name in ("result.json", "progress.csv"):
+        for file in sorted(glob.glob(os.path.join(glob.escape(path), "*", name))):
+            with open(file, "rb") as f:
+                data = f.read()
+            keep = _whole_lines(data, json_rows=name.endswith(".json"))
+            if keep != len(data):
+                atomic_write(file, data[:keep])
+                repaired.append(file)
+    return repaired
+
+
+def _whole_lines(data: bytes, *, json_rows: bool) -> int:
+    """How many leading bytes of ``data`` are whole lines (JSON rows when ``json_rows``)."""
+    end = data.rfind(b"\n") + 1
+    if json_rows and end:
+        # a row cut exactly at a line end still parses; one cut inside does not
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        try:
+            json.loads(data[start:end])
+        except ValueError:
+            return start
+    return end
 
 
 def foreign_config(config: Mapping[str, Any], cfg: StudyConfig) -> str | None:

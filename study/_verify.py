@@ -33,7 +33,7 @@ from study._errors import StudyLaunchError, show_value
 from study._record import RECORD, SPEC, read_record
 from study._schema import StudyConfig
 
-__all__ = ["RUN_STATE_PATTERN", "repair_torn_rows", "verify_resumable"]
+__all__ = ["RUN_STATE_PATTERN", "repair_torn_rows", "restore_tuner", "verify_resumable"]
 
 #: Ray Tune's run state files in a study directory (the newest one is resumed).
 RUN_STATE_PATTERN = "experiment_state-*.json"
@@ -177,6 +177,26 @@ def _check_trial_states(files: list[str]) -> None:
                 f"{exc}; move its checkpoint directory {os.path.dirname(file)} out of the study "
                 "(the trial then resumes from an earlier checkpoint or from the start)"
             ) from None
+
+
+def restore_tuner(path: str, trainable: Any) -> Any:
+    """``Tuner.restore`` of a verified study directory; a ``tuner.pkl`` that still
+    fails to load (framing intact, content not) is one line, not a traceback.
+
+    Raises:
+        StudyLaunchError: ``tuner.pkl`` cannot be loaded.
+    """
+    import pickle
+
+    from ray import tune
+
+    try:
+        return tune.Tuner.restore(
+            path, trainable, resume_unfinished=True, resume_errored=True, restart_errored=False
+        )
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+        raise _damaged(_storage.join(path, "tuner.pkl"), "Ray state", reason) from None
 
 
 def repair_torn_rows(path: str) -> list[str]:

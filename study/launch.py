@@ -37,6 +37,7 @@ from study._tuner import (
     is_complete,
     with_resources,
 )
+from study._verify import repair_torn_rows, restore_tuner, verify_resumable
 from study.space import build_tune_space, count_trials
 
 __all__ = [
@@ -140,10 +141,12 @@ def resume_study(
     """
     from ray import tune
 
-    from study._searchers import journal_at
+    from study._searchers import journal_at, resumed_in
 
     path = path if _storage.is_uri(path) else os.path.abspath(os.path.expanduser(path))
     cfg = read_study_config(path)
+    # Before Ray starts: a damaged or foreign state is refused, never run (issue 9).
+    verify_resumable(path, cfg)
     try:
         resumable = tune.Tuner.can_restore(path)
     except (OSError, ValueError) as exc:
@@ -157,17 +160,14 @@ def resume_study(
     with connect(address):
         check_storage(_storage.parent(path), allow_local_storage)
         mark_resumed(path, command)
-        tuner = tune.Tuner.restore(
-            path,
-            with_resources(trainable, cfg),
-            resume_unfinished=True,
-            resume_errored=True,
-            restart_errored=False,
-        )
+        repair_torn_rows(path)
+        tuner = restore_tuner(path, with_resources(trainable, cfg))
         record_last_study(path)
         # The directory may have moved since the searcher was pickled: its
         # Optuna journal belongs here now (a remote study keeps its upload).
-        with journal_at(None if _storage.is_uri(path) else _storage.join(path, JOURNAL_NAME)):
+        local = not _storage.is_uri(path)
+        # New trials go to this directory too, not to where Ray pickled the search.
+        with journal_at(_storage.join(path, JOURNAL_NAME) if local else None), resumed_in(path):
             results = tuner.fit()
         _record_end(path, results, cfg)
     return results

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 import xsam_contract
+from analysis import _remote
 from analysis._errors import AnalysisError
 from analysis._schema import (
     DEFAULT_STALE_AFTER,
@@ -84,7 +85,9 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     """Read a study directory.
 
     Args:
-        path: the study directory (``<storage>/<name>``).
+        path: the study directory (``<storage>/<name>``), or its URI
+            (``s3://…``): the files the reader needs are mirrored into a
+            local cache first (:mod:`analysis._remote`).
         stale_after: seconds without any study file changing after which an
             incomplete trial is ``interrupted`` rather than ``running`` (only
             used when ``study.json`` has neither ``finished_at`` nor
@@ -96,6 +99,8 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     Raises:
         AnalysisError: the path is missing or holds no study.
     """
+    if _remote.is_uri(path):
+        path = _remote.local_copy(str(path)).path
     root = Path(path).expanduser()
     if not root.exists():
         raise AnalysisError(f"study directory not found: {root}")

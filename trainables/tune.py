@@ -8,6 +8,7 @@ retry after its worker died, or `xsam-tune resume` — continues from
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -29,8 +30,31 @@ def resolve_paths(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+class StorageFullError(OSError):
+    """No space left for a checkpoint: the trial stops, its last checkpoint stays intact.
+
+    An ``OSError`` with ``errno`` ENOSPC (it pickles as one, so Ray's copy of
+    the error reaches the driver whole); the message says what to do.
+    """
+
+
+#: errno values of a full disk or an exhausted quota.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether an error is a full disk or quota (pyarrow's copies may carry only the text)."""
+    return isinstance(exc, OSError) and (
+        exc.errno in FULL_ERRNOS or "No space left on device" in str(exc)
+    )
+
+
 def train_trial(config: dict[str, Any]) -> None:
-    """Run one trial under Ray Tune (a function trainable)."""
+    """Run one trial under Ray Tune (a function trainable).
+
+    Raises:
+        StorageFullError: A checkpoint could not be written (full disk or quota).
+    """
     trial = Trial(resolve_paths(config))
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is not None:
@@ -40,8 +64,18 @@ def train_trial(config: dict[str, Any]) -> None:
     for row in trial.rows():
         last = trial.epoch >= trial.config["epochs"] or trial.diverged
         if last or (every and trial.epoch % every == 0):
-            with tempfile.TemporaryDirectory() as tmp:
-                trial.save(Path(tmp) / STATE_FILE)
-                ray.tune.report(row, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    trial.save(Path(tmp) / STATE_FILE)
+                    ray.tune.report(row, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+            except OSError as exc:
+                if not is_storage_full(exc):
+                    raise
+                reason = " ".join(str(exc).split())[:200]
+                raise StorageFullError(
+                    errno.ENOSPC,
+                    f"no space left for the checkpoint of epoch {trial.epoch} ({reason}); "
+                    "free space, then continue with `xsam-tune resume <study directory>`",
+                ) from None
         else:
             ray.tune.report(row)

@@ -98,3 +98,30 @@ def test_the_zip_checkpoint_names_its_pickle(tmp_path: Path) -> None:
     _crafted_zip(state, tmp_path / "never")
     with zipfile.ZipFile(state) as z:
         assert any(n.endswith("data.pkl") for n in z.namelist())
+
+
+def test_a_full_disk_while_reporting_a_checkpoint_is_one_clear_error(monkeypatch) -> None:
+    """ENOSPC from Ray's checkpoint copy: StorageFullError (errno ENOSPC, one line,
+    picklable for Ray), after the rows reported before it."""
+    import errno
+
+    from ray import tune
+
+    import trainables.tune as trainable
+
+    reported: list[int] = []
+
+    def report(row: dict, checkpoint=None) -> None:
+        if row["epoch"] == 2:
+            raise OSError("IOError: [Errno 28] No space left on device")  # pyarrow's kind
+        reported.append(row["epoch"])
+
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    with pytest.raises(trainable.StorageFullError) as info:
+        trainable.train_trial({"optimizer": "sgd", **FAST, "epochs": 3})
+    assert reported == [1]
+    error = info.value
+    assert error.errno == errno.ENOSPC and "epoch 2" in str(error) and "\n" not in str(error)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is trainable.StorageFullError and str(copy) == str(error)

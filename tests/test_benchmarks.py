@@ -19,7 +19,12 @@ BENCHMARKS = sorted(
 
 
 def test_every_benchmark_is_listed() -> None:
-    assert {"optimizer_overhead.py", "loop_overhead.py", "epoch_overhead.py"} <= set(BENCHMARKS)
+    assert {
+        "optimizer_overhead.py",
+        "loop_overhead.py",
+        "epoch_overhead.py",
+        "authors_step.py",
+    } <= set(BENCHMARKS)
 
 
 @pytest.mark.slow

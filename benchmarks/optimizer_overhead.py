@@ -10,10 +10,11 @@ On the CPU, or on a GPU where one is present, this script shows
 2. XSAM's epoch time over SAM's with one α search per epoch at S steps per
    epoch, next to the floor that the search's probe forwards alone impose,
    1 + n_probe·t_forward/(S·t_SAM);
-3. `trainables.optim.XSAM` (multi-tensor `torch._foreach_*` arithmetic into
-   preallocated buffers) against a straightforward per-tensor implementation
-   of the same algorithm (one Python loop per parameter, fresh tensors every
-   step, as most public SAM code is written) on small-batch CNNs (the 1-D CNN
+3. `trainables.optim.XSAM` (flat gradient, θ0 and direction buffers per
+   device and dtype, one kernel per vector operation) against a
+   straightforward per-tensor implementation of the same algorithm (one
+   Python loop per parameter, fresh tensors every step, as most public SAM
+   code is written) on small-batch CNNs (the 1-D CNN
    at batch 32, ResNet-18 at batch 8), where the arithmetic weighs; the script
    first checks, in float64, that both compute the same step.
 

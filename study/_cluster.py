@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 
 from study._errors import StudyLaunchError
@@ -99,12 +98,11 @@ def loopback_only() -> Iterator[None]:
 
 
 def ray_temp_dir() -> str:
-    """Ray's temporary directory for an embedded instance (``$XSAM_TUNE_RAY_TMP`` wins)."""
-    if os.environ.get("XSAM_TUNE_RAY_TMP"):
-        return os.environ["XSAM_TUNE_RAY_TMP"]
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    # Short on purpose: Ray puts Unix sockets under it (108-byte path limit).
-    return os.path.join(tempfile.gettempdir(), f"xsam-ray-{uid}")
+    """Ray's temporary directory for an embedded instance (``$XSAM_TUNE_RAY_TMP`` wins):
+    private to the user, checked, old sessions removed (:mod:`study._ray_tmp`)."""
+    from study._ray_tmp import private_temp_dir
+
+    return private_temp_dir()
 
 
 def check_storage(root: str, allow_local: bool) -> None:

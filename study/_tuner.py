@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from study import _storage
@@ -21,6 +21,7 @@ __all__ = [
     "build_tuner",
     "default_trainable",
     "is_complete",
+    "set_callbacks",
     "with_resources",
 ]
 
@@ -58,6 +59,7 @@ def build_tuner(
     root: str,
     run_name: str,
     verbose: int,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """The ``Tuner`` that runs the study into ``<root>/<run_name>``.
 
@@ -68,9 +70,12 @@ def build_tuner(
         root: Storage root (local path or URI).
         run_name: Study-directory name under ``root``.
         verbose: Ray Tune verbosity (0 silent, 1 progress, 2 every result).
+        callbacks: Listeners of the run (the console, :mod:`study._console`), given
+            to Ray Tune with the study layer's callbacks (:func:`study._hooks.run_callbacks`).
     """
     from ray import tune
 
+    from study._hooks import run_callbacks
     from study._searchers import TrialDirname
 
     single = not cfg.multi_objective
@@ -94,18 +99,36 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             verbose=verbose,
+            callbacks=run_callbacks(callbacks),
         ),
     )
 
 
 def is_complete(results: Any, cfg: StudyConfig) -> bool:
-    """Whether every trial of the study ran to its end (terminated or errored).
+    """Whether every trial of the study ran to its end (returned, was stopped by
+    the scheduler, or errored with its retries spent).
 
     False after an interruption (Ctrl-C makes ``Tuner.fit`` return early):
-    the study is then resumable with ``resume_study``.
+    the study is then resumable with ``resume_study``. Ray's status cannot
+    tell: it calls the trials it stopped at the interruption ``TERMINATED``
+    too; only a trial that ended has ``done`` in its last result.
     """
-    done = results.num_terminated + results.num_errors
-    return done == len(results) and len(results) >= count_trials(cfg)
+    ended = all(r.error is not None or (r.metrics or {}).get("done") for r in results)
+    return ended and len(results) >= count_trials(cfg)
+
+
+def set_callbacks(tuner: Any, callbacks: Sequence[Any] = ()) -> None:
+    """Give a restored ``Tuner`` this run's callbacks (as :func:`build_tuner` does).
+
+    ``Tuner.restore`` takes no callbacks: it reuses those pickled with the
+    run config in ``tuner.pkl`` (an inert console, :mod:`study._console`).
+    Ray 2.60 keeps the run config on the private ``Tuner._local_tuner``; this
+    is the one place that reaches it, and ``tests/study/test_interrupt.py``
+    fails if a resumed run stops printing its events.
+    """
+    from study._hooks import run_callbacks
+
+    tuner._local_tuner.get_run_config().callbacks = run_callbacks(callbacks)
 
 
 def absolute_paths(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,13 +143,20 @@ def absolute_paths(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _searcher(cfg: StudyConfig, space: TuneSpace, run_name: str, study_dir: str) -> Any:
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search import ConcurrencyLimiter
 
-    from study._searchers import JournaledOptunaSearch, ListSearcher
+    from study._searchers import (
+        JournaledOptunaSearch,
+        ListSearcher,
+        StudySearchGenerator,
+        StudyVariantGenerator,
+    )
 
+    # Study* generators: after a resume, new trials go to the study's directory
+    # where it is now (study._searchers.resumed_in).
     cap = cfg.effective_concurrency()
     if space.kind == "native":
-        return BasicVariantGenerator(
+        return StudyVariantGenerator(
             points_to_evaluate=space.points_to_evaluate,
             max_concurrent=cap or 0,
             random_state=cfg.search.seed,
@@ -151,7 +181,9 @@ def _searcher(cfg: StudyConfig, space: TuneSpace, run_name: str, study_dir: str)
             journal_study=run_name,
             journal_upload=upload,
         )
-    return ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher
+    return StudySearchGenerator(
+        ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher
+    )
 
 
 def _sampler(cfg: StudyConfig) -> Any:

@@ -72,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except Exception as exc:
+        if _is_storage_full(exc):  # nothing lost: every file is written atomically
+            print(
+                f"{PROG}: error: storage full: {_one_line(exc)}; free space, then continue "
+                f"with `{PROG} resume <study directory>`",
+                file=sys.stderr,
+            )
+            return 1
         if not _is_user_error(exc):
             raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
@@ -288,6 +295,13 @@ def _load_trainable(spec: str | None) -> Callable[[dict], Any] | None:
     if not callable(func):
         raise StudyLaunchError(f"--trainable: {module_name} has no function {attr}")
     return func
+
+
+def _is_storage_full(exc: BaseException) -> bool:
+    """A full disk or quota (ENOSPC, EDQUOT) under the storage or Ray's temp directory."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -27,10 +27,13 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The quickstart study, then its HTML report: `xsam-tune report` prints the
-# report's path (and the Markdown summary's). A failed run stops here.
+# report's path (and the Markdown summary's). A failed run stops here. The
+# report is of the study this run printed (--print-dir-to), never of another
+# one that `last-study` may name meanwhile.
 demo: install
-	$(BIN)/xsam-tune run configs/quickstart.yaml
-	dir="$$($(BIN)/xsam-tune last-study)" && $(BIN)/xsam-tune report "$$dir"
+	dirfile="$$(mktemp)" && trap 'rm -f "$$dirfile"' EXIT && \
+	$(BIN)/xsam-tune run configs/quickstart.yaml --print-dir-to "$$dirfile" && \
+	$(BIN)/xsam-tune report "$$(cat "$$dirfile")"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -34,6 +34,7 @@ __all__ = [
     "RECORD",
     "SPEC",
     "choose_run_name",
+    "claim_run_name",
     "mark_ended",
     "mark_resumed",
     "read_record",
@@ -76,6 +77,26 @@ def choose_run_name(root: str, name: str | None, default: str) -> str:
     while _storage.exists(_storage.join(root, candidate)):
         candidate, n = f"{stamped}-{n}", n + 1
     return candidate
+
+
+def claim_run_name(root: str, name: str | None, default: str) -> str:
+    """:func:`choose_run_name`, and create that directory at once.
+
+    On local storage the directory is created atomically: of two studies
+    started at the same time into the same storage, one gets the name and
+    the other the next one (or, with ``--name``, an error). An object store
+    has no atomic create; there the name is only chosen.
+    """
+    while True:
+        run_name = choose_run_name(root, name, default)
+        if _storage.is_uri(root):
+            return run_name
+        os.makedirs(root, exist_ok=True)
+        try:
+            os.mkdir(os.path.join(root, run_name))
+        except FileExistsError:
+            continue  # taken meanwhile: choose again (a taken --name is refused)
+        return run_name
 
 
 def start_record(

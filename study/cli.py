@@ -4,19 +4,28 @@ Subcommands::
 
     xsam-tune run CONFIG [--set KEY=VALUE ...] [--address ADDR] [--storage PATH]
                          [--name NAME] [--dry-run] [--allow-local-storage]
-    xsam-tune resume DIR [--address ADDR] [--allow-local-storage]
-    xsam-tune last-study
+                         [-q | -v | --json] [--print-dir-to FILE]
+    xsam-tune resume DIR [--address ADDR] [--allow-local-storage] [-q | -v | --json]
+    xsam-tune last-study [--storage PATH]
     xsam-tune results|plot|report DIR ...   (from analysis/cli.py, when present)
 
 A user error (invalid study file, missing file, unreachable cluster, …) ends
 with one line ``xsam-tune: error: <message>`` on stderr and exit code 2.
+
+While a study runs, the console of :mod:`study._console` prints its events
+and progress (Ray Tune's own output only with ``-v``). The first Ctrl-C
+stops the study resumably (exit code 130, the ``xsam-tune resume`` command
+printed); a second one stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,7 +46,7 @@ examples:
   xsam-tune run configs/degradation.yaml --set trial.dataset=cifar10 \\
       --set trial.model=resnet18 --set resources.gpu=0.5 --address auto
   xsam-tune resume studies/degradation
-  xsam-tune report $(xsam-tune last-study)
+  xsam-tune run configs/quickstart.yaml --print-dir-to dir.txt && xsam-tune report "$(cat dir.txt)"
 """
 
 
@@ -146,10 +155,12 @@ def build_parser(*, analysis: bool = True) -> argparse.ArgumentParser:
 
     last = sub.add_parser(
         "last-study",
-        help="print the directory of the most recent study run from this machine",
-        description="Print the directory of the most recent study run or resumed from "
-        "this machine (e.g. xsam-tune report $(xsam-tune last-study)).",
+        help="print the directory of the last study that ended on this machine",
+        description="Print the directory of the last study run or resumed from this machine "
+        "that finished or was interrupted, under --storage if given (for people: a script "
+        "should use `xsam-tune run --print-dir-to FILE`, which names its own study).",
     )
+    last.add_argument("--storage", metavar="PATH", help="only studies under this storage root")
     last.set_defaults(func=_cmd_last_study)
 
     if analysis:
@@ -176,10 +187,28 @@ def _add_launch_options(p: argparse.ArgumentParser) -> None:
         help="function trainable to run instead of trainables.tune:train_trial",
     )
     p.add_argument(
-        "--top", type=int, default=10, metavar="N", help="best trials shown at the end (10)"
+        "--top",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rows of the closing table, best first (default: every trial)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output from Ray Tune")
-    p.add_argument("-v", "--verbose", action="store_true", help="print every reported result")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="print the progress line only (and the end)"
+    )
+    output.add_argument(
+        "-v", "--verbose", action="store_true", help="Ray Tune's own output too (every result)"
+    )
+    output.add_argument(
+        "--json", action="store_true", help="print events as JSON lines, for other tools"
+    )
+    p.add_argument(
+        "--print-dir-to",
+        metavar="FILE",
+        help="when the run ends (finished or interrupted), write the study directory "
+        "into FILE: a script reads its own study there (make demo does)",
+    )
 
 
 def _add_analysis_commands(sub: Any) -> None:
@@ -214,45 +243,106 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from study.launch import run_study
 
-    results = run_study(cfg, storage=args.storage, name=args.name, **_launch_options(args))
-    return _summarise(results, cfg, args.top)
+    console = _console(args, cfg)
+    results = run_study(
+        cfg, storage=args.storage, name=args.name, callbacks=[console], **_launch_options(args)
+    )
+    return _summarise(results, cfg, args, console)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from study.launch import read_study_config, resume_study
 
     cfg = read_study_config(args.directory)
-    results = resume_study(args.directory, **_launch_options(args))
-    return _summarise(results, cfg, args.top)
+    console = _console(args, cfg)
+    results = resume_study(args.directory, callbacks=[console], **_launch_options(args))
+    return _summarise(results, cfg, args, console)
 
 
 def _cmd_last_study(args: argparse.Namespace) -> int:
-    path = last_study()
+    from study._storage import storage_root
+
+    storage = storage_root(args.storage) if args.storage else None
+    path = last_study(storage)
     if path is None:
-        raise StudyLaunchError("no study has been run from this machine yet")
+        where = f" under {storage}" if storage else ""
+        raise StudyLaunchError(f"no study has been run from this machine{where} yet")
     print(path)
     return 0
 
 
-def _summarise(results: Any, cfg: Any, top: int) -> int:
-    from study._report import best_trials
+def _console(args: argparse.Namespace, cfg: Any) -> Any:
+    """The run's console (:mod:`study._console`); Ray Tune's output off unless ``-v``."""
+    from study._console import Console
+    from study._report import trial_epochs
+    from study.space import count_trials
+
+    if not args.verbose:
+        # Ray's old reporter obeys verbose=0; the new one would still print.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    style = (
+        "json" if args.json else "quiet" if args.quiet else "plain" if args.verbose else "normal"
+    )
+    return Console(
+        swept=[p.name for p in cfg.space],
+        metric=cfg.metrics[0].name,
+        mode=cfg.metrics[0].mode,
+        epochs=trial_epochs(cfg),
+        total=count_trials(cfg),
+        style=style,
+    )
+
+
+def _summarise(results: Any, cfg: Any, args: argparse.Namespace, console: Any) -> int:
+    """The end of a run: the closing table, the study directory, the exit code."""
+    from study._report import best_trials, trial_rows
     from study.launch import is_complete
 
     where = _study_path(results)
-    print()
-    print(best_trials(results, cfg, top=top))
-    print(f"\nstudy directory: {where}")
-    if not is_complete(results, cfg):
-        print(
-            f"{PROG}: the study stopped before all trials finished; continue it with "
-            f"`{PROG} resume {where}`",
-            file=sys.stderr,
-        )
+    if args.print_dir_to:
+        _write_dir(args.print_dir_to, where)
+    views = console.views()
+    labels = {k: v.label for k, v in views.items() if v.state in ("done", "errored")}
+    started = frozenset(k for k, v in views.items() if v.started)
+    complete = is_complete(results, cfg) and not console.interrupted
+    resume = f"{PROG} resume {shlex.quote(where)}"
+    if args.json:
+        rows = trial_rows(results, cfg, labels, started)
+        end = {
+            "event": "study_end",
+            "directory": where,
+            "status": "finished" if complete else "interrupted",
+            "trials": rows,
+        }
+        if not complete:
+            end["resume"] = resume
+        print(json.dumps(end, default=str))
+    else:
+        print()
+        print(best_trials(results, cfg, top=args.top, labels=labels, started=started))
+        print(f"\nstudy directory: {where}")
+        if complete and not args.quiet:
+            print(f"TensorBoard: tensorboard --logdir {shlex.quote(where)}")
+    if not complete:
+        if not args.json:
+            print("\nthe study stopped before every trial ended; continue it with:")
+            print(resume)
         return 130
     if results.num_errors:
         print(f"{PROG}: {results.num_errors} trial(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_dir(target: str, where: str) -> None:
+    from xsam_contract import atomic_write
+
+    try:
+        atomic_write(target, where + "\n")
+    except OSError as exc:
+        raise StudyLaunchError(f"--print-dir-to {target}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------
@@ -275,7 +365,7 @@ def _launch_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "address": args.address,
         "trainable": _load_trainable(args.trainable),
-        "verbose": 0 if args.quiet else 2 if args.verbose else 1,
+        "verbose": 2 if args.verbose else 0,  # else our console (study._console) speaks
         "allow_local_storage": args.allow_local_storage,
         "command": args.argv,
     }

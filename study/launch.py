@@ -20,8 +20,10 @@ from typing import Any
 from study import _storage
 from study._cluster import check_storage, connect
 from study._errors import StudyLaunchError
+from study._preflight import check_launch, check_resources
 from study._record import (
     choose_run_name,
+    claim_run_name,
     mark_ended,
     mark_resumed,
     read_study_config,
@@ -35,6 +37,7 @@ from study._tuner import (
     build_tuner,
     default_trainable,
     is_complete,
+    set_callbacks,
     with_resources,
 )
 from study._verify import repair_torn_rows, restore_tuner, verify_resumable
@@ -60,6 +63,7 @@ def run_study(
     verbose: int = 1,
     allow_local_storage: bool = False,
     command: Sequence[str] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """Run a study to the end.
 
@@ -76,6 +80,7 @@ def run_study(
         allow_local_storage: Accept a local storage path on a multi-node
             cluster (every node must see it at the same path).
         command: Command line recorded in ``study.json`` (default ``sys.argv``).
+        callbacks: Ray Tune callbacks (the CLI's console, :mod:`study._console`).
 
     Returns:
         The Ray Tune ``ResultGrid``; ``.experiment_path`` is the study directory
@@ -86,13 +91,20 @@ def run_study(
             the named study directory exists already, or there is no trainable.
     """
     root = _storage.storage_root(storage or cfg.storage)
-    run_name = choose_run_name(root, name, cfg.name)
-    study_dir = _storage.join(root, run_name)
+    choose_run_name(root, name, cfg.name)  # a taken --name is refused before Ray starts
+    fixed = absolute_paths(cfg.trial_settings())
+    # Before anything imports Ray or torch: a study that cannot run fails in a second.
+    check_launch(cfg, root=root, address=address, settings=fixed)
     trainable = trainable or default_trainable()
-    space = build_tune_space(cfg, fixed=absolute_paths(cfg.trial_settings()))
+    space = build_tune_space(cfg, fixed=fixed)
 
     with connect(address):
         check_storage(root, allow_local_storage)
+        check_resources(cfg)
+        # Claimed after every check, so that a refused study writes nothing, and
+        # atomically, so that two studies started at once get two directories.
+        run_name = claim_run_name(root, name, cfg.name)
+        study_dir = _storage.join(root, run_name)
         start_record(
             cfg,
             run_name=run_name,
@@ -102,10 +114,16 @@ def run_study(
             command=command,
             address=address,
         )
-        tuner = build_tuner(cfg, space, trainable, root=root, run_name=run_name, verbose=verbose)
-        record_last_study(study_dir)
-        results = tuner.fit()
-        _record_end(study_dir, results, cfg)
+        tuner = build_tuner(
+            cfg,
+            space,
+            trainable,
+            root=root,
+            run_name=run_name,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        results = _fit(tuner, study_dir, cfg)
     return results
 
 
@@ -117,6 +135,7 @@ def resume_study(
     verbose: int = 1,
     allow_local_storage: bool = False,
     command: Sequence[str] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """Resume an interrupted study from its directory.
 
@@ -131,6 +150,7 @@ def resume_study(
         verbose: Ray Tune verbosity.
         allow_local_storage: As for :func:`run_study`.
         command: Command line recorded in ``study.json``.
+        callbacks: Ray Tune callbacks, as for :func:`run_study`.
 
     Returns:
         The Ray Tune ``ResultGrid`` of the whole study.
@@ -156,27 +176,38 @@ def resume_study(
             f"nothing to resume in {path}: Ray Tune wrote no experiment state there "
             "(the study never started)"
         )
+    settings = absolute_paths(cfg.trial_settings())
+    check_launch(cfg, root=_storage.parent(path), address=address, settings=settings)
     trainable = trainable or default_trainable()
     with connect(address):
         check_storage(_storage.parent(path), allow_local_storage)
+        check_resources(cfg)
         mark_resumed(path, command)
         repair_torn_rows(path)
         tuner = restore_tuner(path, with_resources(trainable, cfg))
-        record_last_study(path)
+        set_callbacks(tuner, callbacks)
         # The directory may have moved since the searcher was pickled: its
         # Optuna journal belongs here now (a remote study keeps its upload).
         local = not _storage.is_uri(path)
         # New trials go to this directory too, not to where Ray pickled the search.
         with journal_at(_storage.join(path, JOURNAL_NAME) if local else None), resumed_in(path):
-            results = tuner.fit()
-        _record_end(path, results, cfg)
+            results = _fit(tuner, path, cfg)
     return results
 
 
-def _record_end(study_dir: str, results: Any, cfg: StudyConfig) -> None:
+def _fit(tuner: Any, study_dir: str, cfg: StudyConfig) -> Any:
+    """``tuner.fit()``, then the end of the study in ``study.json`` and ``last-study``."""
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once: still say so in the record
+        mark_ended(study_dir, complete=False, total=0, errors=0)
+        record_last_study(study_dir)
+        raise
     mark_ended(
         study_dir,
         complete=is_complete(results, cfg),
         total=len(results),
         errors=results.num_errors,
     )
+    record_last_study(study_dir)
+    return results

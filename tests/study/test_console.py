@@ -241,11 +241,13 @@ def test_console_in_a_terminal(tmp_path: Path) -> None:
         rc = proc.wait(timeout=30)
     text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
     assert rc == 0, text
-    # the progress line is redrawn in place: carriage return and erase-line
-    redraws = [part for part in text.split("\r\x1b[K") if part.strip()]
+    # The progress line is redrawn in place: carriage return and erase-line, then
+    # the line without a newline; an event line clears it and ends with one.
+    segments = text.split("\r\x1b[K")
+    redraws = [seg.rsplit("\n", 1)[-1] for seg in segments]
     assert any(re.match(r"\d/3 done, \d running, \d pending", part) for part in redraws), text
     assert any("ETA" in part and "elapsed" in part for part in redraws), text
-    plain = re.sub(r"\r\x1b\[K[^\n\r]*", "", text)
+    plain = "".join(seg[: seg.rfind("\n") + 1] for seg in segments)
     for optimizer in ("sgd", "sam", "xsam"):
         assert re.search(rf"^started  \S+  optimizer={optimizer}, seed=0$", plain, re.M), plain
     finished = re.findall(r"^finished  \S+  test_acc=[0-9.]+  \(2/2 epochs\)$", plain, re.M)
@@ -265,7 +267,8 @@ def test_two_runs_at_once_pipe_and_json(tmp_path: Path) -> None:
     study = tiny_study(tmp_path, "twin", data, epochs=1)
     storage = tmp_path / "studies"
     args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
-    with driver_env(tmp_path) as env:
+    # Each driver has a Ray temp dir of its own, as two users or two CI jobs would.
+    with driver_env(tmp_path) as env0, driver_env(tmp_path) as env1:
         procs = [
             subprocess.Popen(
                 command(*args, *extra, "--print-dir-to", str(tmp_path / f"dir{i}")),
@@ -275,7 +278,7 @@ def test_two_runs_at_once_pipe_and_json(tmp_path: Path) -> None:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for i, extra in enumerate([[], ["--json"]])
+            for i, (env, extra) in enumerate([(env0, []), (env1, ["--json"])])
         ]
         outs = [p.communicate(timeout=TIMEOUT) for p in procs]
     for proc, (out, err) in zip(procs, outs, strict=True):

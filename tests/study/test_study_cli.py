@@ -135,6 +135,8 @@ def test_unreachable_cluster(write_study, base, monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
+    # Something answers at the address (study._preflight's TCP probe passes), but not Ray.
+    monkeypatch.setattr("trainables._ondisk.host_reachable", lambda *args: None)
     path = write_study(base)
     storage = str(path.parent / "studies")
     assert main(["run", str(path), "--address", "10.0.0.1:6379", "--storage", storage]) == 2

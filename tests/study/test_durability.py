@@ -173,6 +173,22 @@ def test_a_full_disk_while_writing_the_study_record(tmp_path: Path, monkeypatch,
     assert sorted(p.name for p in study_dir.iterdir()) == ["study.json", "study.yaml", "tuner.pkl"]
 
 
+@pytest.mark.ray
+def test_a_full_disk_when_a_study_starts_is_one_line(
+    ray_studies: None, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """ENOSPC from the file system (fsync stub) while the study record is written:
+    one line naming the full storage and the resume, exit 1, no half-written file."""
+    path = tmp_path / "study.yaml"
+    path.write_text(json.dumps(BASE))
+    monkeypatch.setattr("xsam_contract._io.os.fsync", _enospc)
+    storage = tmp_path / "studies"
+    assert main(["run", str(path), "--storage", str(storage), "-q"]) == 1
+    line = _one_line(capsys)
+    assert line.startswith("xsam-tune: error: storage full: ") and "xsam-tune resume" in line
+    assert [p.name for p in storage.rglob("*") if p.is_file()] == []
+
+
 # -- Ray: an interrupted study, moved, damaged, resumed ----------------------
 
 
@@ -234,6 +250,8 @@ def test_a_moved_interrupted_study_resumes_only_in_its_new_directory(
     study["max_concurrent_trials"] = 1
     if kind == "native":  # no conditions: Ray's own grid generator
         study["space"] = {"seed": {"grid": [0, 1, 2, 3]}}
+    else:  # conditions: the project's ListSearcher, 5 trials
+        study["space"]["seed"] = {"grid": [0]}
     total = 5 if kind == "list" else 4
     first = tmp_path / "first"
     results = run_study(parse_study(study), storage=str(first), trainable=interrupting, verbose=0)

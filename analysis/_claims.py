@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis._overhead import CONTEXT, overhead_estimate
+from analysis._overhead import overhead_estimate
 from analysis._stats import (
     LEVEL,
     MIN_N,
@@ -238,6 +238,23 @@ def _values_text(values: Iterable[float], digits: int = 2) -> str:
     return ", ".join(f"{v:+.{digits}f}" for v in values)
 
 
+def _crossed(frame: pd.DataFrame, arm: str, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Varying settings among ``names`` split in two: those crossed with ``arm``
+    (every value of ``arm`` sees the same set of values: a grid, compared within
+    each value) and the others (drawn per trial, e.g. a random ρ: compared
+    across, and said so)."""
+    crossed, loose = [], []
+    for c in _varying(frame, names):
+        # which arm saw which value: crossed when every arm's row is the same
+        seen = pd.crosstab(frame[arm], frame[c].astype("string").fillna("<NA>")) > 0
+        (crossed if (seen.nunique(axis=0) == 1).all() else loose).append(c)
+    return crossed, loose
+
+
+def _loose_note(loose: Sequence[str]) -> str:
+    return f"{', '.join(loose)} differ(s) between trials and is not matched" if loose else ""
+
+
 def _varying(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:
     """Columns among ``names`` that take more than one value in ``frame``."""
     return [c for c in names if c in frame.columns and frame[c].nunique(dropna=False) > 1]
@@ -390,10 +407,12 @@ def _xsam_vs_sam(trials: pd.DataFrame) -> list[dict[str, Any]]:
     if missing:
         return _not_covered(key, f"no finished {' or '.join(missing)} trials")
     acc = acc[acc["optimizer"].isin(["sam", "xsam"])]
-    ctx = _varying(acc, _SHARED)
+    ctx, loose = _crossed(acc, "optimizer", _SHARED)
     by = [*ctx, "steps"]
     res = _compare(acc, arm="optimizer", first="sam", second="xsam", by=by)
-    note = _averaged_note(acc[acc["optimizer"] == "xsam"])
+    note = "; ".join(
+        n for n in (_loose_note(loose), _averaged_note(acc[acc["optimizer"] == "xsam"])) if n
+    )
     rows = []
     for _, r in res.iterrows():
         scope = _scope(by, [r[k] for k in by])
@@ -415,7 +434,7 @@ def _falls_with_k(
     acc = acc[(acc["optimizer"] == optimizer) & acc["steps"].notna()]
     if acc.empty:
         return _not_covered(key, f"no finished {optimizer.upper()} trials")
-    ctx = _varying(acc, _SHARED)
+    ctx, loose = _crossed(acc, "steps", _SHARED)
     rows = []
     groups = acc.groupby(ctx, observed=True, dropna=False) if ctx else [((), acc)]
     for values, g in groups:
@@ -437,7 +456,8 @@ def _falls_with_k(
             positive=not falls,
             claim_text=f"{optimizer.upper()} lacks k={lo} or k={hi}",
         )
-        note = _averaged_note(g) if optimizer == "xsam" else ""
+        notes = (_loose_note(loose), _averaged_note(g) if optimizer == "xsam" else "")
+        note = "; ".join(n for n in notes if n)
         if note:
             row["why"] += f"; {note}"
         rows.append(row)
@@ -473,7 +493,7 @@ def _cost(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
     est = overhead_estimate(trials[trials["trial_id"].isin(xs["trial_id"])], epochs)
     if est.empty:
         return _not_covered(key, "no timed epoch after the first with an α search (timing off?)")
-    keys = [c for c in est.columns if c in (*CONTEXT, "steps")]
+    keys = [k for k in est.attrs["keys"] if k != "refresh"]  # one refresh setting here
     rows = []
     for _, r in est.iterrows():
         scope = _scope(keys, [r[k] for k in keys])
@@ -637,6 +657,8 @@ def _per_trial_share(flags: pd.Series, trial_id: pd.Series) -> pd.Series:
 def _share_row(key: str, shares: pd.Series, *, threshold: float, why_n: str) -> dict[str, Any]:
     """A row for "share > threshold" claims from per-trial shares (t-interval over trials)."""
     mi = mean_interval(shares, of="the mean per-trial share").iloc[0]
+    # a share lives in [0, 100] %: so does its interval
+    mi["low"], mi["high"] = np.clip([mi["low"], mi["high"]], 0.0, 100.0)  # NaN stays NaN
     n = int(mi["n"])
     base = dict(effect=mi["mean"], unit="% of refreshes", n=n, n_of="trials")
     scope = f"{n} trial(s), {why_n}"

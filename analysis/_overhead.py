@@ -23,30 +23,15 @@ import numpy as np
 import pandas as pd
 
 from analysis._stats import quartiles
+from analysis._tables import context_keys
 
-__all__ = ["CONTEXT", "context_of", "epoch_shares", "overhead_estimate"]
-
-#: Settings that change what a time means: when one varies, groups stay within its values.
-CONTEXT: tuple[str, ...] = (
-    "dataset",
-    "model",
-    "batch_size",
-    "precision",
-    "device",
-    "base_optimizer",
-    "adaptive",
-)
+__all__ = ["epoch_shares", "overhead_estimate"]
 
 
 def _num(frame: pd.DataFrame, col: str) -> pd.Series:
     if col not in frame.columns:
         return pd.Series(np.nan, index=frame.index, dtype="float64")
     return pd.to_numeric(frame[col], errors="coerce").astype("float64")
-
-
-def context_of(trials: pd.DataFrame) -> list[str]:
-    """The context settings that take more than one value among ``trials``."""
-    return [c for c in CONTEXT if c in trials.columns and trials[c].nunique(dropna=False) > 1]
 
 
 def epoch_shares(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -62,7 +47,7 @@ def epoch_shares(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
         ``update_pct``, ``floor_pct``, ``steps_per_epoch``. Epochs without
         a probe forward or without phase timings are left out.
     """
-    ctx = context_of(trials)
+    ctx = context_keys(trials)
     keep = ["trial_id", *ctx, "optimizer", "steps"]
     info = trials[[c for c in keep if c in trials.columns]].copy()
     info["refresh"] = (
@@ -114,16 +99,18 @@ def overhead_estimate(
             ``diagnostics`` probe too, but their cost is not XSAM's).
 
     Returns:
-        One row per group: the keys, ``n_trials``, ``n_epochs``, ``median``,
-        ``q25``, ``q75`` (probe time in % of the same epochs' forward/backward
-        time), ``floor_pct`` (median analytic floor), ``update_pct`` (median
-        update-phase share), ``steps_per_epoch`` (median), and ``below_floor``:
-        whether the whole IQR lies under the analytic floor (a timing that
-        cannot be right as measured: say so, do not report it as a finding).
+        One row per group (``attrs["keys"]`` names the grouping columns): the
+        keys, ``n_trials``, ``n_epochs``, ``median``, ``q25``, ``q75`` (probe
+        time in % of the same epochs' forward/backward time), ``floor_pct``
+        (median analytic floor), ``update_pct`` (median update-phase share),
+        ``steps_per_epoch`` (median), and ``below_floor``: whether the whole
+        IQR lies under half the analytic floor (a timing that cannot be right
+        as measured: say so, do not report it as a finding).
     """
     sh = epoch_shares(trials, epochs)
     sh = sh[sh["optimizer"].isin(optimizers)] if "optimizer" in sh.columns else sh
-    keys = [c for c in sh.columns if c in (*CONTEXT, "steps", "refresh")]
+    keys = [*context_keys(trials), "steps", "refresh"]
+    keys = [c for c in keys if c in sh.columns]
     cols = [
         *keys,
         "n_trials",
@@ -137,7 +124,9 @@ def overhead_estimate(
         "below_floor",
     ]
     if sh.empty:
-        return pd.DataFrame(columns=cols)
+        out = pd.DataFrame(columns=cols)
+        out.attrs["keys"] = keys
+        return out
     by = [sh[k] for k in keys]
     q = quartiles(sh["probe_pct"], by).rename(columns={"n": "n_epochs"})
     g = sh.groupby(keys, observed=True, dropna=False)
@@ -152,4 +141,6 @@ def overhead_estimate(
     # A no-grad probe forward is cheaper than a training forward, so the floor
     # is an estimate, not a bound: flag only an IQR below half of it.
     out["below_floor"] = out["q75"] < 0.5 * out["floor_pct"]
-    return out[cols].sort_values(keys, kind="stable").reset_index(drop=True)
+    out = out[cols].sort_values(keys, kind="stable").reset_index(drop=True)
+    out.attrs["keys"] = keys  # the grouping columns, for callers that label rows
+    return out

@@ -32,6 +32,7 @@ __all__ = [
     "StudyVariantGenerator",
     "TrialDirname",
     "journal_at",
+    "known_formats",
     "optuna_state",
     "resumed_in",
 ]
@@ -378,6 +379,11 @@ class JournaledOptunaSearch(OptunaSearch):
 
 #: The ``format`` field of a :class:`JournaledOptunaSearch` state file.
 _OPTUNA_FORMAT = "xsam-tune optuna searcher 1"
+
+
+def known_formats() -> tuple[str, str]:
+    """The ``format`` of a :class:`ListSearcher` state, then of a :class:`JournaledOptunaSearch`."""
+    return (_LIST_FORMAT, _OPTUNA_FORMAT)
 
 
 def _trial_to_json(t: Any) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def verify_resumable(path: str, cfg: StudyConfig) -> None:
             _check_pickle_framing(file)
     _check_run_state(path, cfg)
     for file in _newest(path, _SEARCHER_STATE):
-        _check_searcher_state(file)
+        _check_searcher_state(file, cfg)
     _check_trials(path, cfg)
 
 
@@ -127,17 +127,39 @@ def _check_run_state(path: str, cfg: StudyConfig) -> None:
                 raise _damaged(file, "run state", f"a trial config {problem}")
 
 
-def _check_searcher_state(file: str) -> None:
-    from study._searchers import read_json_state
-
+def _check_searcher_state(file: str, cfg: StudyConfig) -> None:
+    """The project's JSON searcher state, whose swept values are all in the study's space."""
     try:
         with open(file, "rb") as f:
-            fmt = json.loads(f.read().decode("utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
-        fmt = None
-    if not isinstance(fmt, str):
+            state = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("format"), str):
         raise _damaged(file, "searcher state", "not the project's JSON state")
-    read_json_state(file, fmt)
+    # a list searcher's trials, or an Optuna trial's params: swept values only
+    points = state.get("trials", [])
+    try:
+        swept = [p.get("params", p) if "params" in p else p for p in points]
+        for values in swept:
+            problem = _foreign_swept(values, cfg)
+            if problem:
+                raise _damaged(file, "searcher state", f"a trial {problem}")
+    except (AttributeError, TypeError):
+        raise _damaged(file, "searcher state", "fields out of shape") from None
+    _restore_searcher(file, state["format"], cfg)
+
+
+def _restore_searcher(file: str, fmt: str, cfg: StudyConfig) -> None:
+    """Restore the state into a throwaway searcher: whatever Ray's restore would trip
+    on is found now (Ray would log it and start the study anew from its space)."""
+    from study._searchers import JournaledOptunaSearch, ListSearcher, known_formats
+
+    if fmt not in known_formats():
+        raise _damaged(file, "searcher state", f"unknown format {show_value(fmt)}")
+    if fmt == known_formats()[0]:
+        ListSearcher([]).restore(file)
+        return
+    JournaledOptunaSearch(metric=cfg.metric, mode=cfg.mode).restore(file)
 
 
 def _check_trials(path: str, cfg: StudyConfig) -> None:
@@ -259,6 +281,17 @@ def foreign_config(config: Mapping[str, Any], cfg: StudyConfig) -> str | None:
                 return f"has {key}={show_value(value)}, not in {space[key].describe()}"
         elif key not in fixed:
             return f"has {key}={show_value(value)}, a key the study does not set"
+    return None
+
+
+def _foreign_swept(values: Mapping[str, Any], cfg: StudyConfig) -> str | None:
+    """Why swept values are not of this study's space (None when they are)."""
+    space = {p.name: p for p in cfg.space}
+    for key, value in values.items():
+        if key not in space:
+            return f"sweeps {key}, which the study does not"
+        if not space[key].contains(value):
+            return f"has {key}={show_value(value)}, not in {space[key].describe()}"
     return None
 
 

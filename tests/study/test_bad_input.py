@@ -293,6 +293,19 @@ def _study_dir(tmp_path: Path) -> Path:
         ("tuner.pkl", b"", "Ray state {dir}/tuner.pkl"),
         ("experiment_state-2026-01-01_00-00-00.json", b'{"trial_da', "run state {dir}/"),
         ("searcher-state-2026-01-01_00-00-00.pkl", b"\x80\x05N.", "searcher state {dir}/"),
+        (
+            "searcher-state-2026-01-01_00-00-00.pkl",
+            json.dumps(
+                {"format": "xsam-tune list searcher 1", "trials": [{"optimizer": "adamw"}]}
+            ).encode(),
+            "searcher state {dir}/",
+        ),
+        (
+            "searcher-state-2026-01-01_00-00-00.pkl",
+            json.dumps({"format": "xsam-tune optuna searcher 1", "trials": [{"x": 0}]}).encode(),
+            "searcher state {dir}/",
+        ),
+        ("searcher-state-2026-01-01_00-00-00.pkl", b'{"format": "other"}', "searcher state {dir}/"),
     ],
     ids=[
         "study-json-garbage",
@@ -303,6 +316,9 @@ def _study_dir(tmp_path: Path) -> Path:
         "tuner-pkl-empty",
         "run-state-truncated",
         "searcher-state-pickle",
+        "searcher-state-foreign-trial",
+        "searcher-state-optuna-garbled",
+        "searcher-state-unknown-format",
     ],
 )
 def test_resume_of_a_damaged_study(
@@ -323,4 +339,4 @@ def test_resume_of_a_directory_that_is_no_study(tmp_path: Path, capsys) -> None:
 
 
 def test_the_suite_has_at_least_60_cases() -> None:
-    assert len(STUDY_CASES) + len(TEXT_CASES) + 4 + 2 + 2 + 8 + 1 >= 60
+    assert len(STUDY_CASES) + len(TEXT_CASES) + 4 + 2 + 2 + 11 + 1 >= 60

@@ -6,17 +6,28 @@ JSON object per reported row), ``error.txt`` when the trial raised, and
 ``experiment_state-*.json`` at the top; the driver adds ``study.json`` and
 ``study.yaml``. Everything is read with ``json``; a study that is still
 running, crashed half-way or was copied elsewhere reads the same way.
+
+Reading scales with the study: ``result.json`` is read line by line and only
+what the frames hold is kept, one compact array per trial and column (Ray's
+per-row ``config`` copy and bookkeeping are dropped as each line is read);
+Ray's run state is parsed only when a trial's label depends on it; the frames
+of a study that is no longer running are cached as parquet under
+``<study>/.cache/`` (:mod:`analysis._cache`), so the next ``load`` reads
+columns instead of JSON lines.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 import xsam_contract
-from analysis import _remote
+from analysis import _cache, _remote
 from analysis._errors import AnalysisError
 from analysis._schema import (
     DEFAULT_STALE_AFTER,
@@ -38,11 +49,14 @@ from analysis._schema import (
 
 __all__ = ["Study", "load"]
 
+_log = logging.getLogger("analysis")
+
 # What a bare Ray directory (no study.json) is ranked by: the study layer's default.
 _DEFAULT_METRIC = {"name": "test_acc", "mode": "max"}
 _MODES = ("max", "min")
 
-# Keys Ray adds to every row that are bookkeeping, not metrics.
+# Keys Ray adds to every row that are bookkeeping, not metrics (dropped from
+# .epochs; the last row keeps hostname, trial_id and done for the summary).
 _RAY_BOOKKEEPING = frozenset(
     {
         "config",
@@ -58,15 +72,119 @@ _RAY_BOOKKEEPING = frozenset(
         "time_since_restore",
         "experiment_tag",
         "trial_id",
-        "timestamp",
     }
 )
 _RAY_LIVE_STATES = frozenset({"RUNNING", "PENDING", "PAUSED"})
 # study.json keys the driver writes when it stops: the study is no longer running.
 _ENDED_KEYS = ("finished_at", "interrupted_at")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Ray's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>.
+# Ray's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>; the
+# study layer's: <trial id>_<swept values>.
 _TRIAL_ID_IN_DIR = re.compile(r"_([0-9a-f]{5}_\d{5})(?:_|$)")
+_TRIAL_ID_PREFIX = re.compile(r"^([0-9a-f]{8})(?:_|$)")
+_ERROR_FILES = ("error.txt", "error.pkl")
+# Per-refresh fields of a probe record kept in .probes (besides the grid).
+_PROBE_SCALARS = ("epoch", "step", "alpha", "psi", "loss_v0", "loss_v1", "loss_best")
+# Integers above this lose precision in a float64 array: kept as Python objects.
+_EXACT_INT = 2**53
+
+
+# -- compact per-trial columns --------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    """One trial's values of one column.
+
+    ``kind`` is the Python type of every present value (``float``, ``int``,
+    ``bool``) with ``data`` a float64 array (NaN where missing), ``none`` when
+    nothing is present, or ``object`` (mixed or non-numeric) with ``data`` the
+    values as read.
+    """
+
+    kind: str
+    data: Any
+
+    @classmethod
+    def of(cls, values: list[Any]) -> _Chunk:
+        kinds = set(map(type, values))
+        kinds.discard(type(None))
+        if not kinds:
+            return cls("none", np.full(len(values), math.nan))
+        if len(kinds) == 1:
+            (kind,) = kinds
+            if kind in (float, int, bool):
+                data = np.array(values, dtype="float64")  # None → NaN
+                if kind is not int or not len(data) or np.nanmax(np.abs(data)) < _EXACT_INT:
+                    return cls(kind.__name__, data)
+        return cls("object", list(values))
+
+    @classmethod
+    def missing(cls, n: int) -> _Chunk:
+        return cls("none", np.full(n, math.nan))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def floats(self) -> np.ndarray:
+        """The values as float64 (NaN where missing or not a number)."""
+        if self.kind != "object":
+            return self.data
+        return np.array([_float(v) for v in self.data], dtype="float64")
+
+    def values(self) -> list[Any]:
+        """The values as Python objects (None where missing)."""
+        if self.kind == "object":
+            return list(self.data)
+        if self.kind == "none":
+            return [None] * len(self.data)
+        cast = {"float": float, "int": int, "bool": bool}[self.kind]
+        missing = np.isnan(self.data)
+        if self.kind == "float":  # NaN read from the file is a value, not a gap
+            return self.data.tolist()
+        return [None if m else cast(v) for v, m in zip(self.data.tolist(), missing, strict=True)]
+
+
+def _combine(chunks: list[_Chunk], dtype: str | None) -> Any:
+    """Chunks of one column over all trials → one typed array.
+
+    The common cases (every chunk one numeric kind) are built from the float64
+    arrays directly; anything else goes through :func:`_typed` value by value.
+    """
+    kinds = {c.kind for c in chunks} - {"none"}
+    if "object" not in kinds and len(kinds) <= 1:
+        kind = next(iter(kinds), "none")
+        want = dtype or {"int": "Int64", "bool": "boolean"}.get(kind, "float64")
+        data = _cat([c.data for c in chunks])
+        missing = np.isnan(data)
+        if want == "float64":
+            return data
+        if want == "Int64" and kind in ("int", "none"):
+            return pd.arrays.IntegerArray(
+                np.where(missing, 0, data).astype("int64"), missing.copy()
+            )
+        if want == "boolean" and kind in ("bool", "none"):
+            return pd.arrays.BooleanArray(data == 1.0, missing.copy())
+        if want.startswith("datetime64"):
+            return _typed(data.tolist(), want)
+    values: list[Any] = []
+    for c in chunks:
+        values.extend(c.values())
+    return _typed(values, dtype)
+
+
+@dataclass
+class _Probes:
+    """One trial's α searches: per-refresh fields and the concatenated grids."""
+
+    fields: dict[str, np.ndarray]
+    counts: np.ndarray  # grid points per refresh
+    alphas: np.ndarray
+    losses: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.counts)
 
 
 @dataclass
@@ -76,9 +194,15 @@ class _RawTrial:
     trial_id: str
     trial_dir: str | None
     config: dict[str, Any]
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    n_rows: int = 0
+    columns: dict[str, _Chunk] = field(default_factory=dict)
+    last: dict[str, Any] = field(default_factory=dict)
+    probes: _Probes | None = None
     ray_status: str | None = None
     error_text: str | None = None
+
+
+# -- load ------------------------------------------------------------------
 
 
 def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study:
@@ -94,7 +218,9 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
             ``interrupted_at``).
 
     Returns:
-        The study; its frames are built on first access from what was read now.
+        The study. Damaged trial files (a torn ``result.json`` line, an
+        unreadable ``params.json``) do not stop the load: each is listed in
+        :attr:`Study.problems` and logged as a warning.
 
     Raises:
         AnalysisError: the path is missing or holds no study.
@@ -107,22 +233,32 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     if not root.is_dir():
         raise AnalysisError(f"not a directory: {root}")
     info = _read_json_object(root / xsam_contract.STUDY_FILES["record"])
-    state = _read_experiment_state(root)
     trial_dirs = sorted(
-        p
-        for p in root.iterdir()
-        if p.is_dir() and ((p / "params.json").exists() or (p / "result.json").exists())
+        e.name
+        for e in os.scandir(root)
+        if e.is_dir() and ((root / e.name / "params.json").exists() or _has_result(root, e.name))
     )
-    if not trial_dirs and not state and info is None:
+    states = sorted(root.glob("experiment_state-*.json"))  # the name carries the session time
+    if not trial_dirs and not states and info is None:
         raise AnalysisError(
             f"not a study directory (no study.json, experiment_state-*.json or trial "
             f"folders with params.json): {root}"
         )
-    raw, newest = _read_trials(root, trial_dirs, state)
     spec_path = root / xsam_contract.STUDY_FILES["spec"]
     spec_text = spec_path.read_text(errors="replace") if spec_path.exists() else None
     info = info or {}
     _check_info(info, root)
+    stamp, newest = _cache.fingerprint(root, trial_dirs, states)
+    ended = any(k in info for k in _ENDED_KEYS)
+    live = not ended and (time.time() - newest) <= stale_after
+    if not live:
+        cached = _cache.open_frames(root, stamp)
+        if cached is not None:
+            study = Study(root, info, spec_text, [], live=False, cached=cached)
+            _report(study)
+            return study
+    problems: list[str] = []
+    raw = _read_trials(root, trial_dirs, states, info, live=live, problems=problems)
     # params.json holds what the study set; study.json records the trial layer's
     # defaults for the rest. A swept key a trial lacks was left unset by its
     # `when` condition (sgd has no k): it stays missing rather than taking the default.
@@ -130,9 +266,28 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     fill = {k: v for k, v in (info.get("trial_defaults") or {}).items() if k not in swept}
     for t in raw:
         t.config = {**fill, **t.config}
-    ended = any(k in info for k in _ENDED_KEYS)
-    live = not ended and (time.time() - newest) <= stale_after
-    return Study(root, info, spec_text, raw, live=live)
+    study = Study(root, info, spec_text, raw, live=live, problems=problems)
+    _report(study)
+    if not live:
+        _cache.write_frames(study, stamp)
+    return study
+
+
+def _has_result(root: Path, name: str) -> bool:
+    return (root / name / "result.json").exists()
+
+
+def _report(study: Study) -> None:
+    """Damaged files as warnings (one line each, a handful at most)."""
+    shown = study.problems[:5]
+    for p in shown:
+        _log.warning("warning: %s: %s", study.path, p)
+    if len(study.problems) > len(shown):
+        _log.warning(
+            "warning: %s: %d more damaged files (Study.problems lists them)",
+            study.path,
+            len(study.problems) - len(shown),
+        )
 
 
 class Study:
@@ -144,6 +299,8 @@ class Study:
         spec_text: ``study.yaml`` as text, or None.
         live: whether the study looked alive when read (no ``finished_at`` or
             ``interrupted_at`` and files changed within ``stale_after`` seconds).
+        problems: one line per damaged file that was read around (a torn
+            ``result.json`` line, an unreadable ``params.json``).
     """
 
     def __init__(
@@ -154,18 +311,26 @@ class Study:
         raw: list[_RawTrial],
         *,
         live: bool,
+        problems: list[str] | None = None,
+        cached: _cache.Frames | None = None,
     ) -> None:
         self.path = path
         self.info = info
         self.spec_text = spec_text
         self.live = live
         self._raw = raw
-        self._names = _clean_names(_flatten(t.config) for t in raw)
+        self._cached = cached
+        if cached is not None:
+            self._names = dict(cached.names)
+            self.problems = list(cached.problems)
+        else:
+            self._names = _clean_names(_flatten(t.config) for t in raw)
+            self.problems = list(problems or ())
 
     def __repr__(self) -> str:
         counts = self.trials["status"].value_counts()
         parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        return f"Study({self.name!r}, {len(self._raw)} trials: {parts or 'none'})"
+        return f"Study({self.name!r}, {len(self.trials)} trials: {parts or 'none'})"
 
     # -- study-level facts -------------------------------------------------
 
@@ -237,6 +402,8 @@ class Study:
     @cached_property
     def trials(self) -> pd.DataFrame:
         """One row per trial: config (clean names), status, final/best metrics, time."""
+        if self._cached is not None:
+            return self._cached.read("trials")
         records = []
         for t in self._raw:
             rec: dict[str, Any] = {
@@ -246,7 +413,7 @@ class Study:
             }
             flat = _flatten(t.config)
             rec.update({self._names[k]: v for k, v in flat.items()})
-            rec.update(_summary(t, self.metric, self.mode))
+            rec.update(_summary(t, self.metric))
             records.append(rec)
         config_cols = _config_order(self._names.values(), self._swept_keys())
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
@@ -267,62 +434,16 @@ class Study:
     @cached_property
     def epochs(self) -> pd.DataFrame:
         """One row per trial and reported epoch: every metric of the contract."""
-        columns = epoch_columns()
-        keys = self._key_frame(exclude=columns)
-        records = []
-        for t in self._raw:
-            for row in t.rows:
-                rec = {k: v for k, v in row.items() if k not in _RAY_BOOKKEEPING}
-                probes = _probe_list(row)
-                rec["n_refresh"] = len(probes)
-                rec["n_probe_forward"] = sum(len(p.get("alphas") or ()) for p in probes)
-                rec["trial_id"] = t.trial_id
-                rec["timestamp"] = row.get("timestamp")
-                records.append(rec)
-        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-        index = pd.RangeIndex(len(records))
-        out = {name: _column(frame, name, dtype, index) for name, (dtype, _) in columns.items()}
-        # Metrics beyond the contract (a trainable may report more) come along, typed by value.
-        for name in frame.columns:
-            if name not in out and frame[name].map(_is_scalar).all():
-                out[name] = _column(frame, name, None, index)
-        epochs = pd.DataFrame(out, index=index)
-        return _with_keys(epochs, keys)
+        if self._cached is not None:
+            return self._cached.read("epochs")
+        return self._epochs_of(self._raw, np.arange(len(self._raw)))
 
     @cached_property
     def probes(self) -> pd.DataFrame:
         """One row per α refresh and grid point: the saved L(α) curves."""
-        keys = self._key_frame(exclude=PROBE_COLUMNS)
-        records = []
-        for t in self._raw:
-            n = 0
-            for row in t.rows:
-                for p in _probe_list(row):
-                    alphas = list(p.get("alphas") or ())
-                    losses = list(p.get("losses") or ())
-                    star = _float(p.get("alpha"))
-                    for a, loss in zip(alphas, losses, strict=False):
-                        a = _float(a)
-                        records.append(
-                            {
-                                "trial_id": t.trial_id,
-                                "refresh_index": n,
-                                "epoch": p.get("epoch", row.get("epoch")),
-                                "step": p.get("step"),
-                                "alpha": a,
-                                "loss": _float(loss),
-                                "alpha_star": star,
-                                "psi": _float(p.get("psi")),
-                                "is_star": bool(abs(a - star) < 1e-9) if star == star else None,
-                            }
-                        )
-                    n += 1
-        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-        index = pd.RangeIndex(len(records))
-        out = {
-            name: _column(frame, name, dtype, index) for name, (dtype, _) in PROBE_COLUMNS.items()
-        }
-        return _with_keys(pd.DataFrame(out, index=index), keys)
+        if self._cached is not None:
+            return self._cached.read("probes")
+        return self._probes_of(self._raw, np.arange(len(self._raw)))
 
     def frame(self, kind: str) -> pd.DataFrame:
         """``trials``, ``epochs`` or ``probes`` by name."""
@@ -330,12 +451,133 @@ class Study:
             raise AnalysisError(f"unknown table {kind!r}; choose trials, epochs or probes")
         return getattr(self, kind)
 
+    def _epochs_of(
+        self,
+        raw: list[_RawTrial],
+        positions: np.ndarray,
+        dtypes: Mapping[str, str | None] | None = None,
+    ) -> pd.DataFrame:
+        """``.epochs`` of some trials (``positions``: their rows in ``.trials``);
+        ``dtypes`` fixes each column's dtype (batches of one schema), else the
+        contract's dtype or, for metrics beyond it, one inferred from the values."""
+        n = np.array([t.n_rows for t in raw], dtype="int64")
+        out: dict[str, Any] = {}
+        for name, dtype in (dtypes or self._epoch_names).items():
+            out[name] = _combine(_chunks(raw, name), dtype)
+        frame = pd.DataFrame(out, index=pd.RangeIndex(int(n.sum())))
+        keys = self._key_frame(exclude=epoch_columns())
+        return _with_keys(frame, keys, np.repeat(positions, n))
+
+    @cached_property
+    def _epoch_names(self) -> dict[str, str | None]:
+        """``.epochs``' columns besides the keys, name → declared dtype: the
+        contract's metrics row and Ray's columns, then scalar metrics beyond the
+        contract (a trainable may report more), typed by value (None)."""
+        out: dict[str, str | None] = {
+            name: dtype for name, (dtype, _) in epoch_columns().items() if name != "trial_id"
+        }
+        extra: dict[str, None] = {}
+        for t in self._raw:
+            extra.update(dict.fromkeys(k for k in t.columns if k not in out))
+        for name in extra:
+            values = [
+                v
+                for t in self._raw
+                if name in t.columns and t.columns[name].kind == "object"
+                for v in t.columns[name].data
+            ]
+            if all(map(_is_scalar, values)):  # lists and dicts are not columns
+                out[name] = None
+        return out
+
+    @cached_property
+    def _epoch_dtypes(self) -> dict[str, str]:
+        """The dtype each ``.epochs`` column takes over all trials (the declared
+        one, or its fallback where a value does not fit)."""
+        return {
+            name: str(pd.Series(_combine(_chunks(self._raw, name), dtype)).dtype)
+            for name, dtype in self._epoch_names.items()
+        }
+
+    @cached_property
+    def _probe_int(self) -> dict[str, bool]:
+        """Whether ``epoch`` and ``step`` of every probe record are whole numbers."""
+        out = {}
+        for name in ("epoch", "step"):
+            parts = [t.probes.fields[name] for t in self._raw if t.probes is not None]
+            values = np.concatenate(parts) if parts else np.empty(0)
+            values = values[~np.isnan(values)]
+            out[name] = bool(np.array_equal(values, np.floor(values)))
+        return out
+
+    def _probes_of(self, raw: list[_RawTrial], positions: np.ndarray) -> pd.DataFrame:
+        """``.probes`` of some trials (``positions``: their rows in ``.trials``)."""
+        has = [i for i, t in enumerate(raw) if t.probes is not None and t.probes.n]
+        grids: list[_Probes] = [raw[i].probes for i in has]  # type: ignore[misc]
+        per_refresh = _cat([g.counts for g in grids], "int64")
+        refreshes = np.array([g.n for g in grids], dtype="int64")
+        trial_rows = np.repeat(np.repeat(positions[has], refreshes), per_refresh)
+
+        def per_point(name: str) -> np.ndarray:
+            return np.repeat(_cat([g.fields[name] for g in grids]), per_refresh)
+
+        alpha = _cat([g.alphas for g in grids])
+        star = per_point("alpha")
+        known = ~np.isnan(star)
+        out: dict[str, Any] = {
+            "refresh_index": _int_array(
+                np.repeat(_cat([np.arange(g.n) for g in grids]), per_refresh), True
+            ),
+            "epoch": _int_array(per_point("epoch"), self._probe_int["epoch"]),
+            "step": _int_array(per_point("step"), self._probe_int["step"]),
+            "alpha": alpha,
+            "loss": _cat([g.losses for g in grids]),
+            "alpha_star": star,
+            "psi": per_point("psi"),
+            "is_star": pd.arrays.BooleanArray((np.abs(alpha - star) < 1e-9) & known, ~known),
+            "loss_v0": per_point("loss_v0"),
+            "loss_v1": per_point("loss_v1"),
+            "loss_best": per_point("loss_best"),
+        }
+        frame = pd.DataFrame(
+            {name: out[name] for name in PROBE_COLUMNS if name != "trial_id"},
+            index=pd.RangeIndex(int(per_refresh.sum())),
+        )
+        return _with_keys(frame, self._key_frame(exclude=PROBE_COLUMNS), trial_rows)
+
     def _key_frame(self, exclude: Mapping[str, Any]) -> pd.DataFrame:
         """trial_id plus the key columns, renamed ``config_<name>`` where a key
         would clash with a metric of the target frame (``lr``, ``alpha``)."""
         cols = ["trial_id", *self.key_columns]
-        keys = self.trials[cols].copy()
+        keys = self.trials[cols]
         return keys.rename(columns={c: f"config_{c}" for c in cols[1:] if c in exclude})
+
+    def _batches(self, size: int) -> Iterable[tuple[pd.DataFrame, pd.DataFrame]]:
+        """``.epochs`` and ``.probes`` of ``size`` trials at a time (for the cache)."""
+        for start in range(0, len(self._raw), size):
+            raw = self._raw[start : start + size]
+            positions = np.arange(start, start + len(raw))
+            yield (
+                self._epochs_of(raw, positions, self._epoch_dtypes),
+                self._probes_of(raw, positions),
+            )
+
+
+def _int_array(values: np.ndarray, whole: bool) -> Any:
+    """Float values → Int64 (NaN missing) when ``whole``, else float64."""
+    if not whole:
+        return values
+    missing = np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype("int64"), missing)
+
+
+def _cat(parts: list[np.ndarray], dtype: str = "float64") -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+
+
+def _chunks(raw: list[_RawTrial], name: str) -> list[_Chunk]:
+    """Column ``name`` of each trial (all-missing where a trial lacks it)."""
+    return [t.columns.get(name) or _Chunk.missing(t.n_rows) for t in raw]
 
 
 def _config_order(names: Iterable[str], swept: list[str] | None) -> list[str]:
@@ -347,12 +589,12 @@ def _config_order(names: Iterable[str], swept: list[str] | None) -> list[str]:
     return list(dict.fromkeys([*first, *known, *rest]))
 
 
-def _with_keys(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
-    """Put the trial's key columns right after trial_id, keeping row order and dtypes."""
-    merged = frame.merge(keys, on="trial_id", how="left", sort=False)
-    key_cols = [c for c in keys.columns if c != "trial_id"]
-    rest = [c for c in frame.columns if c != "trial_id"]
-    return merged[["trial_id", *key_cols, *rest]]
+def _with_keys(frame: pd.DataFrame, keys: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``trial_id`` and the trial's key columns first (taken from ``keys`` at
+    ``rows``, one per row of ``frame``), then ``frame``'s columns."""
+    out = {c: keys[c].array.take(rows) for c in keys.columns}
+    out.update({c: frame[c].array for c in frame.columns})
+    return pd.DataFrame(out, index=frame.index)
 
 
 # -- reading files ---------------------------------------------------------
@@ -370,22 +612,39 @@ def _read_json_object(path: Path) -> dict[str, Any] | None:
     return obj
 
 
-def _read_experiment_state(root: Path) -> dict[str, dict[str, Any]]:
+def _read_params(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """A trial's ``params.json``; None (and a line in ``problems``) when it is
+    missing, empty or not a JSON object (a full disk leaves it empty)."""
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.parent.name}/params.json unreadable ({_first_line(exc)})")
+        return None
+    if not isinstance(obj, dict):
+        problems.append(f"{path.parent.name}/params.json does not hold a JSON object")
+        return None
+    return obj
+
+
+def _read_experiment_state(files: list[Path]) -> dict[str, dict[str, Any]]:
     """Ray's view of each trial (status, config, folder) from the newest
     ``experiment_state-*.json``; empty when missing or unreadable.
 
     Ray rewrites this file periodically from the driver, so it can lag behind
-    the trial folders; it is a hint, never the only source.
+    the trial folders; it is a hint, never the only source. Each entry is a
+    pair of JSON texts: the trial's settings (small) and its run-time record
+    (last result, metric history: most of the file), which is never decoded.
     """
-    files = sorted(root.glob("experiment_state-*.json"))  # the name carries the session time
     if not files:
         return {}
     try:
-        state = json.loads(files[-1].read_text())
+        state = json.loads(files[-1].read_bytes())
         out = {}
         for entry in state.get("trial_data", []):
-            head = json.loads(entry[0]) if isinstance(entry, (list, tuple)) else entry
-            head = json.loads(head) if isinstance(head, str) else head
+            head = entry[0] if isinstance(entry, (list, tuple)) else entry
+            head = json.loads(head) if isinstance(head, (str, bytes)) else head
             out[str(head["trial_id"])] = {
                 "status": head.get("status"),
                 "config": head.get("config") or {},
@@ -397,42 +656,52 @@ def _read_experiment_state(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _read_trials(
-    root: Path, trial_dirs: list[Path], state: dict[str, dict[str, Any]]
-) -> tuple[list[_RawTrial], float]:
-    """Every trial with its rows, and the newest modification time seen."""
-    by_dir = {v["dir"]: k for k, v in state.items() if v.get("dir")}
-    newest = max((p.stat().st_mtime for p in root.glob("experiment_state-*.json")), default=0.0)
+    root: Path,
+    trial_dirs: list[str],
+    states: list[Path],
+    info: Mapping[str, Any],
+    *,
+    live: bool,
+    problems: list[str],
+) -> list[_RawTrial]:
+    """Every trial with its rows; Ray's run state only where a label needs it."""
     trials: list[_RawTrial] = []
-    for d in trial_dirs:
-        rows = _read_rows(d / "result.json")
-        trial_id = (
-            (str(rows[-1]["trial_id"]) if rows and "trial_id" in rows[-1] else None)
-            or by_dir.get(d.name)
-            or _trial_id_from_dir(d.name)
-        )
-        params = _read_json_object(d / "params.json") if (d / "params.json").exists() else None
-        if params is None:
-            params = (rows[0].get("config") if rows else None) or state.get(trial_id, {}).get(
-                "config", {}
-            )
-        error = None
-        for name in ("error.txt", "error.pkl"):
-            if (d / name).exists():
-                error = (d / "error.txt").read_text(errors="replace") if name == "error.txt" else ""
+    first_configs: dict[str, dict[str, Any]] = {}
+    for name in trial_dirs:
+        d = root / name
+        params = _read_params(d / "params.json", problems)
+        t = _read_result(d / "result.json", name, problems, keep_config=params is None)
+        if params is None and isinstance(t.config, dict):
+            first_configs[name] = t.config
+        t.config = params if params is not None else {}
+        for err in _ERROR_FILES:
+            if (d / err).exists():
+                t.error_text = (
+                    (d / "error.txt").read_text(errors="replace") if err == "error.txt" else ""
+                )
                 break
-        trials.append(
-            _RawTrial(
-                trial_id=trial_id,
-                trial_dir=d.name,
-                config=params,
-                rows=rows,
-                ray_status=state.get(trial_id, {}).get("status"),
-                error_text=error,
-            )
+        trials.append(t)
+    finished = "finished_at" in info
+    # Ray's run state (tens of MB in a large study) only where a label, an id or
+    # a config depends on it.
+    need_state = not finished or any(
+        not _decided_without_state(t)
+        or not (t.trial_id or _trial_id_in_dir(t.trial_dir or ""))
+        or not (t.config or first_configs.get(t.trial_dir or ""))
+        for t in trials
+    )
+    state = _read_experiment_state(states) if need_state else {}
+    by_dir = {v["dir"]: k for k, v in state.items() if v.get("dir")}
+    for t in trials:
+        assert t.trial_dir is not None
+        t.trial_id = (
+            t.trial_id or by_dir.get(t.trial_dir) or _trial_id_in_dir(t.trial_dir) or t.trial_dir
         )
-        for f in (d, d / "result.json"):
-            if f.exists():
-                newest = max(newest, f.stat().st_mtime)
+        if not t.config:
+            t.config = first_configs.get(t.trial_dir) or dict(
+                state.get(t.trial_id, {}).get("config") or {}
+            )
+        t.ray_status = state.get(t.trial_id, {}).get("status")
     seen = {t.trial_id for t in trials}
     for trial_id, entry in state.items():
         # Ray knows the trial but its folder does not exist yet: waiting for resources.
@@ -441,37 +710,163 @@ def _read_trials(
                 _RawTrial(trial_id, None, dict(entry.get("config") or {}), ray_status="PENDING")
             )
     trials.sort(key=lambda t: t.trial_id)
-    return trials, newest
+    return trials
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a result.json, one per epoch, in epoch order.
+def _decided_without_state(t: _RawTrial) -> bool:
+    """The trial's files alone fix its label in a finished study (every trial ended)."""
+    if t.last.get("diverged") is True or t.last.get("done") is True:
+        return True
+    if t.error_text is not None:
+        # Raised before its last epoch: errored. Raised after it (or retried and
+        # then completed): only Ray's state tells.
+        return not _complete(t)
+    return _complete(t)
 
-    A running trial may leave a half-written last line: lines that do not
-    parse are skipped. A trial restored from a checkpoint reports again from
-    the epoch after that checkpoint: a row whose epoch is not past the last
+
+def _complete(t: _RawTrial) -> bool:
+    epochs = _flatten(t.config).get("epochs")
+    done = _float(t.last.get("epoch"))
+    return isinstance(epochs, (int, float)) and done == done and done >= epochs
+
+
+def _read_result(
+    path: Path, trial_dir: str, problems: list[str], *, keep_config: bool
+) -> _RawTrial:
+    """A trial's ``result.json`` as compact columns, one per reported key.
+
+    Read line by line; each row loses Ray's ``config`` copy and bookkeeping at
+    once. A line that does not parse is reported in ``problems`` and skipped; a
+    row glued onto a cut line (a crash mid-write, then a resume appending to the
+    same file) is recovered. A trial restored from a checkpoint reports again
+    from the epoch after that checkpoint: a row whose epoch is not past the last
     one read starts over from there, so rows of the abandoned run after it are
     dropped and the restored run's reports replace them.
     """
+    t = _RawTrial(trial_id="", trial_dir=trial_dir, config={})
     if not path.exists():
-        return []
+        return t
     rows: list[dict[str, Any]] = []
-    with path.open("rb") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    positions: list[float] = []
+    first_config: Any = None
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        problems.append(f"{trial_dir}/result.json unreadable ({_first_line(exc)})")
+        return t
+    with f:
+        for number, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text:
                 continue
-            try:
-                row = json.loads(line)  # json reads Ray's NaN/Infinity tokens too
-            except ValueError:
-                continue
-            if not isinstance(row, dict):
-                continue
+            row = _parse_row(text)
+            if row is None:
+                where = f"{trial_dir}/result.json line {number}"
+                row = _glued_row(text)
+                if row is not None:
+                    problems.append(f"{where}: a row glued onto a cut line; the row was recovered")
+                elif not line.endswith(b"\n"):
+                    problems.append(
+                        f"{where}: torn last line (cut mid-write), skipped; "
+                        f"the {len(rows)} rows before it are kept"
+                    )
+                    continue
+                else:
+                    problems.append(f"{where}: not a JSON object (cut mid-write?), skipped")
+                    continue
+            config = row.pop("config", None)
+            if keep_config and first_config is None:
+                first_config = config
             at = _position(row)
-            if rows and at <= _position(rows[-1]):
-                rows = [r for r in rows if _position(r) < at]
+            if rows and at <= positions[-1]:
+                keep = sum(p < at for p in positions)
+                del rows[keep:], positions[keep:]
             rows.append(row)
-    return rows
+            positions.append(at)
+    if isinstance(first_config, dict):
+        t.config = first_config
+    _fill(t, rows)
+    return t
+
+
+def _parse_row(text: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(text)  # json reads Ray's NaN/Infinity tokens too
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _glued_row(text: bytes) -> dict[str, Any] | None:
+    """The complete row at the end of a line whose start was cut off, if any."""
+    start = text.find(b'{"', 1)
+    while start != -1:
+        row = _parse_row(text[start:])
+        if row is not None:
+            return row
+        start = text.find(b'{"', start + 1)
+    return None
+
+
+def _fill(t: _RawTrial, rows: list[dict[str, Any]]) -> None:
+    """Rows → the trial's compact columns, probe arrays and last row."""
+    t.n_rows = len(rows)
+    if not rows:
+        return
+    t.last = {k: v for k, v in rows[-1].items() if k != "probes"}
+    t.trial_id = str(t.last["trial_id"]) if t.last.get("trial_id") is not None else ""
+    probe_lists = [_probe_list(r) for r in rows]
+    names = list(rows[0])
+    if set().union(*rows).difference(names):  # a key some rows lack: first-seen order
+        names = list(dict.fromkeys(k for r in rows for k in r))
+    names = [k for k in names if k not in _RAY_BOOKKEEPING]
+    table: list[Any] | None = None
+    if len(names) > 1:
+        try:  # every row holds every key (the usual case): one C-level transpose
+            table = list(zip(*map(itemgetter(*names), rows), strict=True))
+        except KeyError:
+            table = None
+    if table is None:
+        table = [[r.get(k) for r in rows] for k in names]
+    t.columns = {k: _Chunk.of(list(v)) for k, v in zip(names, table, strict=True)}
+    t.columns["n_refresh"] = _Chunk("int", np.array([len(p) for p in probe_lists], "float64"))
+    t.columns["n_probe_forward"] = _Chunk(
+        "int",
+        np.array([sum(len(p.get("alphas") or ()) for p in ps) for ps in probe_lists], "float64"),
+    )
+    t.probes = _probes(rows, probe_lists)
+
+
+def _probes(rows: list[dict[str, Any]], probe_lists: list[list[dict[str, Any]]]) -> _Probes | None:
+    """A trial's α searches in order: per-refresh fields and the grids."""
+    records = [p for ps in probe_lists for p in ps]
+    if not records:
+        return None
+    row_epochs = [r.get("epoch") for r, ps in zip(rows, probe_lists, strict=True) for _ in ps]
+    fields = {k: _float_array([p.get(k) for p in records]) for k in _PROBE_SCALARS if k != "epoch"}
+    fields["epoch"] = _float_array(
+        [p.get("epoch", e) for p, e in zip(records, row_epochs, strict=True)]
+    )
+    grids = [p.get("alphas") for p in records]
+    losses = [p.get("losses") for p in records]
+    counts = [
+        min(len(a), len(b)) if isinstance(a, list) and isinstance(b, list) else 0
+        for a, b in zip(grids, losses, strict=True)
+    ]
+    return _Probes(
+        fields=fields,
+        counts=np.array(counts, dtype="int64"),
+        alphas=_float_array([x for a, n in zip(grids, counts, strict=True) for x in a[:n]]),
+        losses=_float_array([x for b, n in zip(losses, counts, strict=True) for x in b[:n]]),
+    )
+
+
+def _float_array(values: list[Any]) -> np.ndarray:
+    """Values → float64 (None → NaN; what is not a number → NaN)."""
+    try:
+        return np.array(values, dtype="float64")
+    except (TypeError, ValueError):
+        return np.array([_float(v) for v in values], dtype="float64")
 
 
 def _position(row: Mapping[str, Any]) -> float:
@@ -482,66 +877,90 @@ def _position(row: Mapping[str, Any]) -> float:
         return math.inf
 
 
-def _trial_id_from_dir(name: str) -> str:
-    m = _TRIAL_ID_IN_DIR.search(name)
-    return m.group(1) if m else name
+def _trial_id_in_dir(name: str) -> str | None:
+    """The trial id a folder name carries (Ray's default name or the study layer's)."""
+    m = _TRIAL_ID_IN_DIR.search(name) or _TRIAL_ID_PREFIX.search(name)
+    return m.group(1) if m else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- per-trial facts -------------------------------------------------------
 
 
 def _status(t: _RawTrial, *, live: bool) -> str:
-    """The trial's state; see ``analysis/README.md`` for the rules."""
-    last = t.rows[-1] if t.rows else {}
+    """The trial's label (``xsam_contract.STATUSES``); ``analysis/README.md`` has the rules."""
+    last = t.last
     epochs = _flatten(t.config).get("epochs")
-    done = _float(last.get("epoch"))
+    retrying = live and t.ray_status in _RAY_LIVE_STATES
+    if t.ray_status == "ERROR":
+        return "errored"
     if last.get("diverged") is True:
         return "diverged"
-    if isinstance(epochs, (int, float)) and done == done and done >= epochs:
+    if _complete(t):
         return "finished"
-    if t.ray_status == "ERROR" or (
-        t.error_text is not None and t.ray_status not in _RAY_LIVE_STATES
-    ):
-        return "errored"
-    if t.ray_status == "TERMINATED":
+    if last.get("done") is True or t.ray_status == "TERMINATED":
+        # Ray marks the last row of a trial a scheduler or stopper ended.
         return "finished" if epochs is None else "stopped"
-    if t.ray_status == "PENDING" and not t.rows:
+    if t.error_text is not None and not retrying:
+        return "errored"  # its retries are spent, or the study no longer runs to retry it
+    if t.ray_status == "PENDING" and not t.n_rows:
         return "pending"
     return "running" if live else "interrupted"
 
 
-def _summary(t: _RawTrial, metric: str, mode: str) -> dict[str, Any]:
-    rows = t.rows
-    last = rows[-1] if rows else {}
+def _summary(t: _RawTrial, metric: str) -> dict[str, Any]:
+    last = t.last
     out: dict[str, Any] = {
-        "epochs_done": int(last.get("epoch", last.get("training_iteration", 0)) or 0),
+        "epochs_done": _whole(last.get("epoch", last.get("training_iteration"))),
         "time_total_s": last.get("time_total_s"),
         "hostname": last.get("hostname"),
         "last_update": last.get("timestamp"),
     }
     for name in ("train_loss", "train_acc", "test_loss", "test_acc", "alpha", "psi"):
         out[f"final_{name}"] = last.get(name)
-    accs = [(_float(r.get("test_acc")), r.get("epoch")) for r in rows]
-    accs = [(a, e) for a, e in accs if a == a]
-    if accs:
-        best = max(a for a, _ in accs)
-        out["best_test_acc"] = best
-        out["best_epoch"] = next(e for a, e in accs if a == best)
+    if "test_acc" in t.columns:
+        accs = t.columns["test_acc"].floats()
+        if (~np.isnan(accs)).any():
+            i = int(np.nanargmax(accs))
+            out["best_test_acc"] = float(accs[i])
+            epochs = t.columns.get("epoch")
+            out["best_epoch"] = epochs.values()[i] if epochs is not None else None
     out["objective"] = last.get(metric)
-    n_ref = sum(len(_probe_list(r)) for r in rows)
+    n_ref = int(t.columns["n_refresh"].data.sum()) if "n_refresh" in t.columns else 0
     out["n_refreshes"] = n_ref
     out["refreshes_per_epoch"] = n_ref / out["epochs_done"] if out["epochs_done"] else math.nan
-    times = [_float(r.get("time_epoch")) for r in rows]
-    times = [x for x in times if x == x]
-    out["time_per_epoch"] = float(np.mean(times)) if times else math.nan
+    times = t.columns["time_epoch"].floats() if "time_epoch" in t.columns else np.empty(0)
+    times = times[~np.isnan(times)]
+    out["time_per_epoch"] = float(times.mean()) if len(times) else math.nan
     if t.error_text is not None:
         text = _ANSI.sub("", t.error_text)
         out["failures"] = max(1, text.count("Failure # "))
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        out["error"] = lines[-1] if lines else "error.pkl present"
+        out["error"] = _error_line(text)
     else:
         out["failures"] = 0
     return out
+
+
+def _whole(value: Any) -> int:
+    x = _float(value)
+    return int(x) if math.isfinite(x) else 0
+
+
+def _error_line(text: str) -> str:
+    """The error of the last failure in ``error.txt`` as one line: the first
+    line of its message (``SomeError: message``), as the run's closing table
+    shows it; ``error.pkl present`` when Ray left no text."""
+    last_failure = text.rsplit("Failure # ", 1)[-1]
+    lines = [ln.strip() for ln in last_failure.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
+            return line
+    return lines[-1] if lines else "error.pkl present"
 
 
 def _probe_list(row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -585,14 +1004,17 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _clean_names(configs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Dotted config key → column name: the last part where that is unique."""
-    keys: list[str] = []
+    keys: dict[str, None] = {}
     for c in configs:
-        keys.extend(k for k in c if k not in keys)
+        keys.update(dict.fromkeys(c))
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    counts: dict[str, int] = {}
+    for leaf in leaves:
+        counts[leaf] = counts.get(leaf, 0) + 1
     reserved = set(TRIAL_COLUMNS)
     out = {}
     for key, leaf in zip(keys, leaves, strict=True):
-        name = leaf if leaves.count(leaf) == 1 else key
+        name = leaf if counts[leaf] == 1 else key
         out[key] = f"config_{name}" if name in reserved else name
     return out
 

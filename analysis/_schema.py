@@ -85,6 +85,12 @@ PROBE_COLUMNS: dict[str, tuple[str, str]] = {
     "alpha_star": ("float64", "α* chosen at this refresh"),
     "psi": ("float64", "angle between v0 and v1 at this refresh (radians)"),
     "is_star": ("boolean", "this grid point is α*"),
+    # The refresh's own record of the three directions' losses (α = 1 need not be
+    # a grid point); repeated on each of its grid points.
+    **{
+        name: (xsam_contract.PROBE_FIELDS[name].dtype, xsam_contract.PROBE_FIELDS[name].doc)
+        for name in ("loss_v0", "loss_v1", "loss_best")
+    },
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,28 @@ _CONTEXT = ("dataset", "model", "batch_size", "precision", "base_optimizer", "ad
 def as_study(study: Study | str | Path) -> Study:
     """A Study from a Study or a study directory path."""
     return study if isinstance(study, Study) else load(study)
+
+
+def _once(s: Study, key: tuple[Any, ...], build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``build()`` computed once per Study and arguments (a report asks for the
+    same table from several figures), recomputed if a frame it reads was replaced.
+
+    Returns a copy (lazy under pandas' copy-on-write) so a caller's edits stay its own.
+    """
+    frames = (s.__dict__.get("trials"), s.__dict__.get("epochs"), s.__dict__.get("probes"))
+    memo = s.__dict__.setdefault("_table_memo", {})
+    hit = memo.get(key)
+    # Stale when a frame it read has been replaced since (frames first read later are not).
+    if hit is None or any(
+        a is not None and a is not b for a, b in zip(hit[0], frames, strict=True)
+    ):
+        table = build()
+        # The frames as they are now (build() may have read some for the first time).
+        frames = (s.__dict__.get("trials"), s.__dict__.get("epochs"), s.__dict__.get("probes"))
+        memo[key] = hit = (frames, table)
+    out = hit[1].copy()
+    out.attrs = dict(hit[1].attrs)
+    return out
 
 
 def context_keys(trials: pd.DataFrame) -> list[str]:
@@ -93,6 +117,13 @@ def degradation_table(
         The long table; :func:`degradation_layout` turns it into the paper's layout.
     """
     s = as_study(study)
+    key = ("degradation", metric, tuple(statuses), percent)
+    return _once(s, key, lambda: _degradation(s, metric, tuple(statuses), percent))
+
+
+def _degradation(
+    s: Study, metric: str, statuses: tuple[str, ...], percent: bool | None
+) -> pd.DataFrame:
     trials = s.trials
     col = f"final_{metric}" if f"final_{metric}" in trials.columns else metric
     if col not in trials.columns:
@@ -107,18 +138,23 @@ def degradation_table(
     grouped = values.groupby([t[k] for k in keys], observed=True, dropna=False)
     out = grouped.agg(mean="mean", std="std", n="count").reset_index()
     out["n"] = out["n"].astype("Int64")
-    out["ci95"] = [_t_half_width(sd, n) for sd, n in zip(out["std"], out["n"], strict=True)]
+    out["ci95"] = _t_half_widths(out["std"], out["n"])
     out = _sort_optimizers(out, keys)
     out.attrs.update(metric=metric, column=col, unit="%" if percent else "", statuses=statuses)
     return out
 
 
-def _t_half_width(sd: float, n: int) -> float:
-    if n is pd.NA or n < 2 or not np.isfinite(sd):
-        return math.nan
-    from scipy.stats import t as student_t  # scipy comes with scikit-learn
+def _t_half_widths(sd: pd.Series, n: pd.Series) -> np.ndarray:
+    """Half-widths of the 95 % t-intervals of the means (NaN for n < 2)."""
+    n = n.astype("float64").to_numpy(na_value=np.nan)
+    sd = sd.astype("float64").to_numpy(na_value=np.nan)
+    ok = (n >= 2) & np.isfinite(sd)
+    out = np.full(len(n), math.nan)
+    if ok.any():
+        from scipy.stats import t as student_t  # scipy comes with scikit-learn
 
-    return float(student_t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+        out[ok] = student_t.ppf(0.975, n[ok] - 1) * sd[ok] / np.sqrt(n[ok])
+    return out
 
 
 def degradation_layout(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
@@ -134,14 +170,11 @@ def degradation_layout(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame()
     rows = [c for c in table.columns if c not in ("steps", "mean", "std", "n", "ci95")]
-
-    def cell(r: pd.Series) -> str:
-        if pd.isna(r["mean"]):
-            return "–"
-        sd = "–" if pd.isna(r["std"]) else f"{r['std']:.{digits}f}"
-        return f"{r['mean']:.{digits}f} ± {sd}"
-
-    cells = table.assign(cell=table.apply(cell, axis=1), k=table["steps"].map(_k_label))
+    mean = table["mean"].astype("float64")
+    std = table["std"].astype("float64")
+    sd = std.map(f"{{:.{digits}f}}".format).where(std.notna(), "–")
+    cell = (mean.map(f"{{:.{digits}f}}".format) + " ± " + sd).where(mean.notna(), "–")
+    cells = table.assign(cell=cell, k=table["steps"].map(_k_label))
     wide = cells.pivot(index=rows, columns="k", values="cell")
     # "k=–" holds runs without ascent steps (plain SGD when the study leaves k unset).
     ks = ["k=–"] if table["steps"].isna().any() else []
@@ -194,6 +227,10 @@ def overhead_table(study: Study | str | Path) -> pd.DataFrame:
     all trials count, whatever the trial's status.
     """
     s = as_study(study)
+    return _once(s, ("overhead",), lambda: _overhead(s))
+
+
+def _overhead(s: Study) -> pd.DataFrame:
     ep, keys = _overhead_groups(s)
     cols = [f"time_{p}" for p in PHASES] + ["time_epoch"]
     counts = ["n_forward", "n_backward", "n_probe_forward", "n_refresh"]
@@ -235,6 +272,10 @@ def overhead_ratio_table(study: Study | str | Path, baseline: str = "sam") -> pd
       (computing v0, v1, ψ and v(α*), bookkeeping).
     """
     s = as_study(study)
+    return _once(s, ("overhead_ratio", baseline), lambda: _overhead_ratio(s, baseline))
+
+
+def _overhead_ratio(s: Study, baseline: str) -> pd.DataFrame:
     table = overhead_table(s)
     ctx = [c for c in context_keys(s.trials) if c in table.columns]
     cols = [
@@ -287,24 +328,54 @@ def overhead_ratio_table(study: Study | str | Path, baseline: str = "sam") -> pd
 
 
 def refresh_losses(study: Study | str | Path) -> pd.DataFrame:
-    """One row per α refresh: L(v0) = L(α=0), L(v1) = L(α=1), L(v(α*)), α*, ψ.
+    """One row per α refresh: L(v0), L(v1), L(v(α*)), α*, ψ.
 
-    From ``.probes`` (every refresh). Without saved curves it falls back to the
-    ``probe_loss_*`` columns of ``.epochs`` (the last refresh of each epoch).
+    From ``.probes`` (every refresh): the losses the refresh recorded
+    (``loss_v0``, ``loss_v1``, ``loss_best``; α = 1 need not be a grid point);
+    where a record lacks one (older studies), the grid's: the loss at the grid
+    point nearest α = 0 or α = 1 (NaN when none lies within half a grid step)
+    and at α* (the highest loss when no point is marked). Without saved curves
+    it falls back to the ``probe_loss_*`` columns of ``.epochs`` (the last
+    refresh of each epoch). Computed once per Study.
     """
     s = as_study(study)
-    keys = [c for c in s.probes.columns if c not in ("alpha", "loss", "is_star")]
+    return _once(s, ("refresh_losses",), lambda: _refresh_losses(s))
+
+
+_RECORDED = ("loss_v0", "loss_v1", "loss_best")
+
+
+def _refresh_losses(s: Study) -> pd.DataFrame:
     pr = s.probes
-    cols = ["trial_id", "epoch", "step", "loss_v0", "loss_v1", "loss_best", "alpha_star", "psi"]
+    cols = ["trial_id", "epoch", "step", *_RECORDED, "alpha_star", "psi"]
     if not pr.empty:
-        g = pr.groupby(["trial_id", "refresh_index"], sort=False)
-        first = g[[c for c in keys if c not in ("trial_id", "refresh_index")]].first()
-        out = first.assign(
-            loss_v0=g.apply(lambda d: _loss_at(d, 0.0), include_groups=False),
-            loss_v1=g.apply(lambda d: _loss_at(d, 1.0), include_groups=False),
-            loss_best=g.apply(_loss_star, include_groups=False),
+        per = ["trial_id", "refresh_index"]
+        # Grid points of one refresh are consecutive rows: a refresh starts where
+        # the trial or the refresh index changes.
+        start = np.ones(len(pr), dtype=bool)
+        start[1:] = (pr["refresh_index"].to_numpy()[1:] != pr["refresh_index"].to_numpy()[:-1]) | (
+            pr["trial_id"].to_numpy()[1:] != pr["trial_id"].to_numpy()[:-1]
         )
-        return out.reset_index()
+        group = np.cumsum(start) - 1
+        keep = [c for c in pr.columns if c not in ("alpha", "loss", "is_star", *_RECORDED)]
+        first = pr.loc[start, keep].reset_index(drop=True)
+        alpha = pr["alpha"].to_numpy(dtype="float64", na_value=np.nan)
+        loss = pr["loss"].to_numpy(dtype="float64", na_value=np.nan)
+        star = pr["is_star"].fillna(False).to_numpy(dtype=bool)
+        grid = {
+            "loss_v0": _grid_loss_at(group, alpha, loss, 0.0),
+            "loss_v1": _grid_loss_at(group, alpha, loss, 1.0),
+            "loss_best": _grid_loss_star(group, loss, star),
+        }
+        for name in _RECORDED:
+            recorded = (
+                pr.loc[start, name].to_numpy(dtype="float64", na_value=np.nan)
+                if name in pr.columns
+                else np.full(len(first), math.nan)
+            )
+            first[name] = np.where(np.isnan(recorded), grid[name], recorded)
+        order = [*per, *[c for c in keep if c not in per], *_RECORDED]
+        return first[order]
     ep = s.epochs
     ep = ep[ep["alpha_refreshed"].fillna(False).astype(bool)]
     out = ep.rename(
@@ -319,19 +390,36 @@ def refresh_losses(study: Study | str | Path) -> pd.DataFrame:
     return out[[*cols[:1], *extra, *cols[1:]]].reset_index(drop=True)
 
 
-def _loss_at(d: pd.DataFrame, alpha: float) -> float:
-    """Loss at the grid point nearest ``alpha`` (NaN when none lies within half a step)."""
-    a = d["alpha"].to_numpy(dtype="float64")
-    if not len(a):
-        return math.nan
-    i = int(np.nanargmin(np.abs(a - alpha)))
-    step = np.min(np.diff(np.sort(a))) if len(a) > 1 else math.inf
-    return float(d["loss"].iloc[i]) if abs(a[i] - alpha) <= step / 2 + 1e-9 else math.nan
+def _grid_loss_at(group: np.ndarray, alpha: np.ndarray, loss: np.ndarray, at: float) -> np.ndarray:
+    """Per refresh: the loss at the grid point nearest ``at`` (first on ties),
+    NaN when none lies within half the grid's smallest step."""
+    n = int(group[-1]) + 1 if len(group) else 0
+    dist = np.abs(alpha - at)
+    # Nearest point per refresh: sort by (refresh, distance), first of each refresh.
+    order = np.lexsort((np.arange(len(dist)), np.where(np.isnan(dist), np.inf, dist), group))
+    firsts = order[np.r_[True, group[order][1:] != group[order][:-1]]] if n else order
+    # Smallest step between sorted grid points of each refresh (inf for one point).
+    by_alpha = np.lexsort((alpha, group))
+    a_sorted, g_sorted = alpha[by_alpha], group[by_alpha]
+    gaps = np.diff(a_sorted)
+    same = g_sorted[1:] == g_sorted[:-1]
+    step = np.full(n, math.inf)
+    np.fmin.at(step, g_sorted[1:][same], gaps[same])
+    near = dist[firsts] <= step / 2 + 1e-9
+    return np.where(near, loss[firsts], math.nan)
 
 
-def _loss_star(d: pd.DataFrame) -> float:
-    star = d[d["is_star"].fillna(False).astype(bool)]
-    return float(star["loss"].iloc[0]) if len(star) else float(d["loss"].max())
+def _grid_loss_star(group: np.ndarray, loss: np.ndarray, star: np.ndarray) -> np.ndarray:
+    """Per refresh: the loss at the first point marked α*, else the highest loss."""
+    n = int(group[-1]) + 1 if len(group) else 0
+    highest = np.full(n, -math.inf)
+    np.fmax.at(highest, group, loss)
+    highest[np.isneginf(highest)] = math.nan
+    marked = np.flatnonzero(star)
+    out = highest.copy()
+    # The first marked point of each refresh: reversed assignment leaves the first.
+    out[group[marked][::-1]] = loss[marked][::-1]
+    return out
 
 
 def fidelity_table(study: Study | str | Path) -> pd.DataFrame:
@@ -340,6 +428,10 @@ def fidelity_table(study: Study | str | Path) -> pd.DataFrame:
     L(v1), i.e. some α ≠ 1 ascends higher than SAM's direction), with
     ``n_refreshes`` and the mean α*."""
     s = as_study(study)
+    return _once(s, ("fidelity",), lambda: _fidelity(s))
+
+
+def _fidelity(s: Study) -> pd.DataFrame:
     rl = refresh_losses(s)
     keys = [*context_keys(s.trials), "optimizer", "steps"]
     cols = [*keys, "n_refreshes", "share_v1_gt_v0", "share_best_gt_v1", "mean_alpha_star"]

@@ -1,0 +1,184 @@
+"""Parquet cache of a study's frames, inside the study: ``<study>/.cache/analysis/``.
+
+A study that no longer runs is read from its JSON files once; its three frames
+are then written here as parquet (each file atomically, with
+:func:`xsam_contract.atomic_write_with`), so the next ``results``, ``plot`` or
+``report`` reads columns instead of JSON lines. The files are named by a
+fingerprint of everything the frames are built from: each trial folder's
+``params.json``, ``result.json`` and error files (name, size, modification
+time), ``study.json``, the newest ``experiment_state-*.json`` and the reader's
+own source and schema. Any change gives another fingerprint, so a stale cache
+is never read; it is replaced on the next write.
+
+The cache is an optimisation only: a study directory that cannot be written
+(read-only storage, a full disk) is read from JSON every time, silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import pandas as pd
+
+import xsam_contract
+from analysis._schema import PROBE_COLUMNS, TRIAL_COLUMNS, epoch_columns
+
+if TYPE_CHECKING:
+    from analysis._results import Study
+
+__all__ = ["CACHE_DIR", "Frames", "fingerprint", "open_frames", "write_frames"]
+
+#: Where the cache lives, relative to the study directory.
+CACHE_DIR = Path(".cache") / "analysis"
+# Bump when the frames change meaning without a change to the files hashed below.
+_FORMAT = "1"
+_KINDS = ("trials", "epochs", "probes")
+# Trials per batch when writing .epochs and .probes: bounds the memory of the write.
+_BATCH = 200
+_SOURCES = ("_results.py", "_cache.py", "_schema.py")
+_log = logging.getLogger("analysis")
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A valid cache: the frames' files and what the Study needs besides them."""
+
+    dir: Path
+    stamp: str
+    names: dict[str, str]
+    problems: list[str]
+
+    def read(self, kind: str) -> pd.DataFrame:
+        """One frame, with the dtypes it was written with."""
+        return pd.read_parquet(self.dir / f"{kind}-{self.stamp}.parquet")
+
+
+def fingerprint(root: Path, trial_dirs: list[str], states: list[Path]) -> tuple[str, float]:
+    """A digest of every file the frames depend on, and the newest modification
+    time among the run state, the trial folders and their ``result.json``
+    (what tells whether the study still writes)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(_code_signature().encode())
+    newest = 0.0
+    study_files = [root / xsam_contract.STUDY_FILES["record"], *states[-1:]]
+    for f in study_files:
+        h.update(_stat_line(f, f.name).encode())
+    for s in states:
+        newest = max(newest, _mtime(s))
+    for name in trial_dirs:
+        d = root / name
+        newest = max(newest, _mtime(d))
+        for f in ("params.json", "result.json", "error.txt", "error.pkl"):
+            h.update(_stat_line(d / f, f"{name}/{f}").encode())
+        newest = max(newest, _mtime(d / "result.json"))
+    return h.hexdigest(), newest
+
+
+def open_frames(root: Path, stamp: str) -> Frames | None:
+    """The cached frames of fingerprint ``stamp``, or None."""
+    d = root / CACHE_DIR
+    try:
+        meta = json.loads((d / f"meta-{stamp}.json").read_bytes())
+        if not all((d / f"{k}-{stamp}.parquet").is_file() for k in _KINDS):
+            return None
+        import pyarrow  # noqa: F401 - pandas reads parquet with it
+    except (OSError, ValueError, ImportError):
+        return None
+    return Frames(d, stamp, dict(meta["names"]), list(meta["problems"]))
+
+
+def write_frames(study: Study, stamp: str) -> None:
+    """Write ``study``'s frames under fingerprint ``stamp`` and let the Study read
+    them from there (its in-memory rows are released); no-op when the directory
+    cannot be written."""
+    d = study.path / CACHE_DIR
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        d.mkdir(parents=True, exist_ok=True)
+        trials = study.trials
+        xsam_contract.atomic_write_with(
+            d / f"trials-{stamp}.parquet", lambda fh: trials.to_parquet(fh, index=False)
+        )
+        for i, kind in enumerate(("epochs", "probes")):
+            frames = (pair[i] for pair in study._batches(_BATCH))
+            xsam_contract.atomic_write_with(
+                d / f"{kind}-{stamp}.parquet", _streamed(frames, pa, pq)
+            )
+        meta = {"format": _FORMAT, "names": study._names, "problems": study.problems}
+        xsam_contract.atomic_write(d / f"meta-{stamp}.json", json.dumps(meta))
+    except (OSError, ImportError, ValueError, TypeError) as exc:
+        _log.debug("analysis cache not written in %s: %s", d, exc)
+        return
+    for old in d.iterdir():
+        if stamp not in old.name and old.name.split("-", 1)[0] in ("meta", *_KINDS):
+            old.unlink(missing_ok=True)
+    study._cached = Frames(d, stamp, dict(study._names), list(study.problems))
+    study._raw = []
+
+
+def _streamed(frames: Iterable[pd.DataFrame], pa: Any, pq: Any) -> Callable[[IO[bytes]], None]:
+    """A writer of one parquet file from frames of one schema (one row group each)."""
+
+    def write(fh: IO[bytes]) -> None:
+        writer = None
+        first: pd.DataFrame | None = None
+        for frame in frames:
+            if first is None:
+                first = frame
+            if frame.empty and writer is not None:
+                continue
+            if writer is None:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = pq.ParquetWriter(fh, table.schema)
+            else:
+                table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
+            writer.write_table(table)
+        if writer is None:  # a study without trials
+            (first if first is not None else pd.DataFrame()).to_parquet(fh, index=False)
+        else:
+            writer.close()
+
+    return write
+
+
+def _code_signature() -> str:
+    """What the frames also depend on: the reader's code and the schema it reads."""
+    here = Path(__file__).parent
+    h = hashlib.blake2b(digest_size=12)
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    schema = {
+        "format": _FORMAT,
+        "pandas": pd.__version__,
+        "trials": TRIAL_COLUMNS,
+        "epochs": epoch_columns(),
+        "probes": PROBE_COLUMNS,
+        "keys": {k: v.dtype for k, v in xsam_contract.TRIAL_KEYS.items()},
+        "statuses": list(xsam_contract.STATUSES),
+    }
+    h.update(json.dumps(schema, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _stat_line(path: Path, name: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{name}:-\n"
+    return f"{name}:{st.st_size}:{st.st_mtime_ns}\n"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

@@ -27,13 +27,15 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The quickstart study, then its HTML report: `xsam-tune report` prints the
-# report's path (and the Markdown summary's). A failed run stops here. The
-# report is of the study this run printed (--print-dir-to), never of another
-# one that `last-study` may name meanwhile.
+# report's path (and the Markdown summary's), then the paper's claims tested
+# on it (`xsam-tune claims`), the last thing the demo prints. A failed run
+# stops here. The report is of the study this run printed (--print-dir-to),
+# never of another one that `last-study` may name meanwhile.
 demo: install
 	dirfile="$$(mktemp)" && trap 'rm -f "$$dirfile"' EXIT && \
 	$(BIN)/xsam-tune run configs/quickstart.yaml --print-dir-to "$$dirfile" && \
-	$(BIN)/xsam-tune report "$$(cat "$$dirfile")"
+	$(BIN)/xsam-tune report "$$(cat "$$dirfile")" && \
+	$(BIN)/xsam-tune claims "$$(cat "$$dirfile")"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

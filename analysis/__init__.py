@@ -29,7 +29,9 @@ from analysis._kinds import PLOTS
 from analysis._schema import STATUSES
 
 if TYPE_CHECKING:
+    from analysis._claims import claims, format_claims
     from analysis._importance import importances
+    from analysis._overhead import overhead_estimate
     from analysis._report import write_report
     from analysis._results import Study, load
     from analysis._tables import (
@@ -55,11 +57,14 @@ __all__ = [
     "STATUSES",
     "AnalysisError",
     "Study",
+    "claims",
     "degradation_layout",
     "degradation_table",
     "fidelity_table",
+    "format_claims",
     "importances",
     "load",
+    "overhead_estimate",
     "overhead_ratio_table",
     "overhead_table",
     "plot",
@@ -75,6 +80,9 @@ __all__ = [
 
 # Public name → the module that defines it (imported by __getattr__ on first use).
 _LAZY = {
+    "claims": "analysis._claims",
+    "format_claims": "analysis._claims",
+    "overhead_estimate": "analysis._overhead",
     "importances": "analysis._importance",
     "write_report": "analysis._report",
     "Study": "analysis._results",

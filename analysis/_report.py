@@ -18,10 +18,13 @@ from typing import Any
 
 import pandas as pd
 
+from analysis._claims import claims, format_claims
 from analysis._errors import AnalysisError
 from analysis._importance import importances
 from analysis._kinds import PLOTS, check_kinds
+from analysis._overhead import overhead_estimate
 from analysis._results import Study
+from analysis._style import is_accuracy, to_percent
 from analysis._tables import (
     as_study,
     degradation_layout,
@@ -31,7 +34,7 @@ from analysis._tables import (
     overhead_table,
 )
 
-__all__ = ["write_report"]
+__all__ = ["claims_markdown", "write_report"]
 
 _PACKAGES = ("xsam-tune", "ray", "optuna", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
 _TRIAL_COLUMNS = (
@@ -75,6 +78,7 @@ table.t th, table.t td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-alig
 table.t th { background: #f4f4f4; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 #figure-check { font-size: 0.85em; color: #555; } #figure-check.bad { color: #b00; }
+table.claims td { text-align: left; vertical-align: top; max-width: 28em; }
 .error { color: #b00; }
 """
 
@@ -115,6 +119,8 @@ def _tables(s: Study) -> dict[str, Any]:
     except AnalysisError as exc:
         imp = str(exc)
     return {
+        "claims": claims(s),
+        "estimate": overhead_estimate(s.trials, s.epochs),
         "degradation": deg,
         "layout": degradation_layout(deg),
         "overhead": overhead_table(s),
@@ -142,6 +148,7 @@ def _html(s: Study, kinds: list[str], tables: Mapping[str, Any]) -> str:
         + "".join(
             f'<a href="#{a}">{t}</a>'
             for a, t in (
+                ("claims", "Claims"),
                 ("figures", "Figures"),
                 ("tables", "Tables"),
                 ("trials", "Trials"),
@@ -150,6 +157,10 @@ def _html(s: Study, kinds: list[str], tables: Mapping[str, Any]) -> str:
             )
         )
         + "</nav>",
+        '<section id="claims"><h2>The paper\'s claims, tested on this study</h2>',
+        f"<p>{e(_CLAIMS_NOTE)}</p>",
+        _table_html(format_claims(tables["claims"]), verdicts=True),
+        "</section>",
         '<section id="figures"><h2>Figures</h2>',
     ]
     for kind in kinds:
@@ -162,11 +173,23 @@ def _html(s: Study, kinds: list[str], tables: Mapping[str, Any]) -> str:
         "mean ± std over seeds (finished trials)</h3>"
     )
     parts.append(_table_html(tables["layout"], index=True))
-    parts.append("<h3>Degradation, numbers (n trials, 95 % t-interval half-width)</h3>")
+    parts.append(
+        "<h3>Degradation, numbers (n trials; low..high: 95 % t-interval of the mean, "
+        "none below 3 trials)</h3>"
+    )
     parts.append(_table_html(tables["degradation"]))
     parts.append("<h3>Seconds per epoch by phase</h3>")
     parts.append(_table_html(tables["overhead"]))
-    parts.append("<h3>XSAM against SAM: ratio, measured extra cost, extra-forward floor</h3>")
+    parts.append(
+        "<h3>XSAM's extra cost, estimated within each trial: probe time in % of the "
+        "same epochs' forward/backward time (median, IQR over epochs after the first), "
+        "next to the analytic floor of the extra probe forwards</h3>"
+    )
+    parts.append(_table_html(tables["estimate"]))
+    parts.append(
+        "<h3>XSAM/SAM epoch-time ratio across trials (not a measurement: trials may have "
+        "shared the machine; impossible = XSAM cheaper than SAM beyond the spread)</h3>"
+    )
     parts.append(_table_html(tables["ratio"]))
     parts.append("<h3>Direction fidelity (Proposition 1)</h3>")
     parts.append(_table_html(tables["fidelity"]))
@@ -183,7 +206,7 @@ def _html(s: Study, kinds: list[str], tables: Mapping[str, Any]) -> str:
     parts.append("</section>")
     parts.append('<section id="trials"><h2>Trials</h2>')
     cols = _trial_columns(s)
-    parts.append(_table_html(s.trials[cols]))
+    parts.append(_table_html(to_percent(s.trials[cols])))
     parts.append("<h3>Fixed settings</h3>")
     settings = pd.DataFrame({"setting": list(s.settings), "value": list(s.settings.values())})
     parts.append(_table_html(settings))
@@ -224,9 +247,18 @@ def _figure_html(s: Study, kind: str) -> str:
     )
 
 
-def _table_html(frame: pd.DataFrame, *, index: bool = False) -> str:
+def _table_html(frame: pd.DataFrame, *, index: bool = False, verdicts: bool = False) -> str:
     if frame is None or frame.empty:
         return "<p>(nothing yet)</p>"
+    if verdicts:  # text cells, left-aligned, the verdict coloured
+        styled = frame.to_html(index=False, border=0, classes="t claims", escape=True)
+        for v, colour in (
+            ("supported", "#1a7f37"),
+            ("contradicted", "#b00"),
+            ("inconclusive", "#555"),
+        ):
+            styled = styled.replace(f"<td>{v}</td>", f'<td style="color:{colour}"><b>{v}</b></td>')
+        return styled
     return frame.to_html(
         index=index,
         na_rep="–",
@@ -301,6 +333,12 @@ def _markdown(s: Study, tables: Mapping[str, Any], html_path: Path) -> str:
         lines.append(f"- best trial: {best}")
     lines.append(f"- full report: `{html_path}`")
     lines.append("")
+    lines.append("## Claims")
+    lines.append("")
+    lines.append(_CLAIMS_NOTE)
+    lines.append("")
+    lines += claims_markdown(tables["claims"])
+    lines.append("")
     unit = tables["degradation"].attrs.get("unit", "")
     lines.append(
         f"## Multi-step degradation (final test_acc{f', {unit}' if unit else ''}, "
@@ -310,7 +348,12 @@ def _markdown(s: Study, tables: Mapping[str, Any], html_path: Path) -> str:
     layout = tables["layout"]
     lines += _md_table(layout.reset_index()) if not layout.empty else ["(no finished trials yet)"]
     lines.append("")
-    lines.append("## XSAM against SAM")
+    lines.append("## XSAM's extra cost, within each trial (% of its forward/backward time)")
+    lines.append("")
+    est = tables["estimate"]
+    lines += _md_table(est) if not est.empty else ["(needs timed XSAM epochs after the first)"]
+    lines.append("")
+    lines.append("## XSAM/SAM epoch-time ratio across trials (not a measurement)")
     lines.append("")
     ratio = tables["ratio"]
     if ratio.empty:
@@ -334,6 +377,19 @@ def _markdown(s: Study, tables: Mapping[str, Any], html_path: Path) -> str:
     return "\n".join(lines)
 
 
+def claims_markdown(table: pd.DataFrame) -> list[str]:
+    """The claims table (:func:`analysis.claims`) as Markdown lines."""
+    return _md_table(format_claims(table))
+
+
+_CLAIMS_NOTE = (
+    "Accuracy effects in percentage points; 95 % t-intervals of the mean (paired "
+    "across shared seeds) need at least 3 seeds, below that the individual values "
+    "are listed and the verdict is inconclusive; costs are medians and IQRs over "
+    "epochs, estimated within each trial."
+)
+
+
 # Ratio-table columns left out of the short summary.
 _RATIO_MORE = frozenset(
     {
@@ -355,7 +411,10 @@ def _best_trial(s: Study) -> str | None:
     i = t["objective"].idxmax() if s.mode == "max" else t["objective"].idxmin()
     row = t.loc[i]
     params = ", ".join(f"{p}={_cell(row[p])}" for p in s.swept if p in t.columns)
-    return f"{row['trial_id']} ({params}): {s.metric} = {_cell(row['objective'])} [{row['status']}]"
+    value = _cell(row["objective"])
+    if is_accuracy(s.metric):  # a fraction in the frames, a percentage for the reader
+        value = f"{100.0 * float(row['objective']):.2f} %"
+    return f"{row['trial_id']} ({params}): {s.metric} = {value} [{row['status']}]"
 
 
 def _md_table(frame: pd.DataFrame) -> list[str]:

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 # Building the parser (``xsam-tune --help``) imports nothing heavy: pandas comes
 # with the verbs that read a study, matplotlib and seaborn with those that draw.
 
-__all__ = ["OUTPUT_FORMATS", "add_parsers", "main", "select"]
+__all__ = ["CLAIMS_FORMATS", "OUTPUT_FORMATS", "add_parsers", "main", "select"]
 
 #: ``results --format`` choices.
 OUTPUT_FORMATS: tuple[str, ...] = ("table", "csv", "parquet", "json")
+#: ``claims --format`` choices.
+CLAIMS_FORMATS: tuple[str, ...] = ("table", "markdown", "csv", "json")
 
 # Columns ``--format table`` shows when --columns is not given (the files get all).
 _TABLE_COLUMNS = {
@@ -158,6 +160,24 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default DIR/report)")
     p.set_defaults(func=run_report)
 
+    p = subparsers.add_parser(
+        "claims",
+        parents=[common],
+        help="test the paper's claims on a study: effect, uncertainty, n, verdict",
+        description="One row per claim the study's trials can test (XSAM ≥ SAM at equal k, "
+        "SAM falls with k, XSAM does not, XSAM's extra cost < 3%%, α* stable, Proposition "
+        "1.1 and 1.2) with the measured effect, its uncertainty, n and a verdict: "
+        "supported, contradicted or inconclusive (with why). Accuracy in percent points.",
+    )
+    p.add_argument(
+        "--format",
+        choices=CLAIMS_FORMATS,
+        default="table",
+        help="table (text, default), markdown, csv or json (numbers, not text)",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=run_claims)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand on its own; bad input prints one line and returns 2."""
@@ -239,7 +259,12 @@ def run_results(args: argparse.Namespace) -> int:
         text = frame.to_json(orient="table", index=False, force_ascii=False)
         _emit(text + "\n", out)
     else:
-        text = frame.to_string(index=False, na_rep="–") if len(frame) else "(no rows)"
+        # What a person reads shows accuracy in percent; the files keep the
+        # frames' fraction (xsam_contract.ACCURACY_UNIT).
+        from analysis._style import to_percent
+
+        shown = to_percent(frame)
+        text = shown.to_string(index=False, na_rep="–") if len(frame) else "(no rows)"
         _emit(text + "\n", out)
     return 0
 
@@ -299,3 +324,47 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"report: {html_path}")
     print(f"summary: {md_path}")
     return 0
+
+
+def run_claims(args: argparse.Namespace) -> int:
+    """``xsam-tune claims``: the claims table of a study."""
+    from analysis._claims import claims, format_claims
+    from analysis._report import claims_markdown
+    from analysis._results import load
+
+    s = load(args.dir, stale_after=args.stale_after)
+    table = claims(s)
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "csv":
+        text = table.to_csv(index=False)
+    elif args.format == "json":
+        text = table.to_json(orient="table", index=False, force_ascii=False) + "\n"
+    elif args.format == "markdown":
+        text = "\n".join(claims_markdown(table)) + "\n"
+    else:
+        text = _wrap_table(format_claims(table)) + "\n"
+    _emit(text, out)
+    return 0
+
+
+def _wrap_table(frame: pd.DataFrame, width: int = 60) -> str:
+    """A text table whose long cells wrap inside their column instead of running on."""
+    import textwrap
+
+    cols = list(frame.columns)
+    cells = [[textwrap.wrap(str(v), width) or [""] for v in row] for row in frame.to_numpy()]
+    widths = [
+        max([len(c), *(len(line) for row in cells for line in row[i])]) for i, c in enumerate(cols)
+    ]
+    rule = "+".join("-" * (w + 2) for w in widths)
+    lines = [" | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)), rule]
+    for row in cells:
+        for j in range(max(len(c) for c in row)):
+            parts = [
+                (c[j] if j < len(c) else "").ljust(w) for c, w in zip(row, widths, strict=True)
+            ]
+            lines.append(" | ".join(parts).rstrip())
+        lines.append(rule)
+    return "\n".join(lines)

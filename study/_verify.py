@@ -33,7 +33,13 @@ from study._errors import StudyLaunchError, show_value
 from study._record import RECORD, SPEC, read_record
 from study._schema import StudyConfig
 
-__all__ = ["RUN_STATE_PATTERN", "repair_torn_rows", "restore_tuner", "verify_resumable"]
+__all__ = [
+    "RUN_STATE_PATTERN",
+    "TrialGuard",
+    "repair_torn_rows",
+    "restore_tuner",
+    "verify_resumable",
+]
 
 #: Ray Tune's run state files in a study directory (the newest one is resumed).
 RUN_STATE_PATTERN = "experiment_state-*.json"
@@ -199,6 +205,56 @@ def _check_trial_states(files: list[str]) -> None:
                 f"{exc}; move its checkpoint directory {os.path.dirname(file)} out of the study "
                 "(the trial then resumes from an earlier checkpoint or from the start)"
             ) from None
+
+
+class TrialGuard:
+    """A run listener (``study._hooks.Forward`` hooks) that stops a resumed study
+    before a trial whose config is not the study's runs an epoch.
+
+    The last line of defence behind :func:`verify_resumable`: whatever Ray
+    restores or creates (a run state it failed to read makes it start anew
+    from the bare search space), every trial it starts is checked against
+    ``study.yaml``.
+
+    Args:
+        cfg: The study being resumed.
+    """
+
+    def __init__(self, cfg: StudyConfig) -> None:
+        self.cfg = cfg
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Raise :class:`StudyLaunchError` for a trial this study does not define."""
+        problem = foreign_config(trial.config, self.cfg)
+        if problem:
+            raise StudyLaunchError(
+                f"trial {trial.trial_id}: its config {problem}; the resumed run state is not "
+                f"this study's {SPEC}: stopped before it ran; restore the study directory "
+                "from a copy"
+            )
+
+    def setup(self, **info: Any) -> None:
+        """Nothing to set up."""
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        """Nothing to do."""
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        """Nothing to do."""
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Nothing to do."""
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Nothing to do."""
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Nothing to do."""
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """Nothing to do."""
 
 
 def restore_tuner(path: str, trainable: Any) -> Any:

@@ -40,7 +40,7 @@ from study._tuner import (
     set_callbacks,
     with_resources,
 )
-from study._verify import repair_torn_rows, restore_tuner, verify_resumable
+from study._verify import TrialGuard, repair_torn_rows, restore_tuner, verify_resumable
 from study.space import build_tune_space, count_trials
 
 __all__ = [
@@ -185,7 +185,8 @@ def resume_study(
         mark_resumed(path, command)
         repair_torn_rows(path)
         tuner = restore_tuner(path, with_resources(trainable, cfg))
-        set_callbacks(tuner, callbacks)
+        # TrialGuard: no trial this study does not define ever runs (issue 9).
+        set_callbacks(tuner, [*callbacks, TrialGuard(cfg)])
         # The directory may have moved since the searcher was pickled: its
         # Optuna journal belongs here now (a remote study keeps its upload).
         local = not _storage.is_uri(path)

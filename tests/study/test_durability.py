@@ -286,3 +286,20 @@ def resume_study_quietly(path: Path, trainable: Any) -> Any:
     from study import resume_study
 
     return resume_study(str(path), trainable=trainable, verbose=0)
+
+
+def test_the_trial_guard_stops_a_trial_the_study_does_not_define() -> None:
+    """What a resume does when Ray starts the study anew from the bare space."""
+    from study import StudyLaunchError
+    from study._verify import TrialGuard
+
+    guard = TrialGuard(parse_study(copy.deepcopy(BASE)))
+
+    class Trial:
+        trial_id = "abc"
+        config = _sgd_config()
+
+    guard.on_trial_start(0, [], Trial())  # one of the study's trials: nothing happens
+    Trial.config = {"optimizer": "sgd", "seed": 0}  # the swept keys only, defaults for the rest
+    with pytest.raises(StudyLaunchError, match="trial abc: its config has dataset=null, the study fixes .fake."):
+        guard.on_trial_start(0, [], Trial())

@@ -279,7 +279,6 @@ def test_a_moved_interrupted_study_resumes_only_in_its_new_directory(
     assert not (first / "tiny").exists()
     after = _epochs(moved)
     assert len(after) == total and all(e == list(range(1, EPOCHS + 1)) for e in after.values())
-    assert all(p.parent == moved for p in moved.glob("*/params.json"))
 
 
 def resume_study_quietly(path: Path, trainable: Any) -> Any:

@@ -122,6 +122,10 @@ class StudyVariantGenerator(BasicVariantGenerator):
         super().set_state(state)
         for iterator in self._iterators:
             _relocate(iterator.unresolved_spec)
+            # the grid's variants already generated (Ray 2.60 _VariantIterator: a list of
+            # (resolved values, spec) pairs, each spec with its own copy of the storage)
+            for _, spec in getattr(iterator.variants, "iterable", None) or []:
+                _relocate(spec)
 
 
 def optuna_state(searcher: OptunaSearch) -> tuple[Any, dict[str, Any]]:

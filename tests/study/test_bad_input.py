@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -339,4 +340,36 @@ def test_resume_of_a_directory_that_is_no_study(tmp_path: Path, capsys) -> None:
 
 
 def test_the_suite_has_at_least_60_cases() -> None:
-    assert len(STUDY_CASES) + len(TEXT_CASES) + 4 + 2 + 2 + 11 + 1 >= 60
+    assert len(STUDY_CASES) + len(TEXT_CASES) + 4 + 2 + 2 + 11 + 1 + 1 >= 60
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A directory nobody may write: mode 0555, or as root (who may write anyway) a
+    read-only tmpfs mounted there."""
+    import subprocess
+
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        yield path
+        os.chmod(path, 0o755)
+        return
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("running as root without the right to mount: no read-only directory")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def test_read_only_storage_before_ray_starts(read_only_dir: Path, tmp_path: Path, capsys) -> None:
+    import ray
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(BASE), sort_keys=False))
+    was = ray.is_initialized()
+    _check(["run", str(path), "--storage", str(read_only_dir / "studies")], "storage", capsys)
+    assert ray.is_initialized() == was

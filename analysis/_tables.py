@@ -353,27 +353,22 @@ def _refresh_losses(s: Study) -> pd.DataFrame:
         # Grid points of one refresh are consecutive rows: a refresh starts where
         # the trial or the refresh index changes.
         start = np.ones(len(pr), dtype=bool)
-        start[1:] = (pr["refresh_index"].to_numpy()[1:] != pr["refresh_index"].to_numpy()[:-1]) | (
-            pr["trial_id"].to_numpy()[1:] != pr["trial_id"].to_numpy()[:-1]
-        )
-        group = np.cumsum(start) - 1
+        index = pr["refresh_index"].to_numpy()
+        trial = pr["trial_id"].to_numpy()
+        start[1:] = (index[1:] != index[:-1]) | (trial[1:] != trial[:-1])
+        starts = np.flatnonzero(start)
         keep = [c for c in pr.columns if c not in ("alpha", "loss", "is_star", *_RECORDED)]
         first = pr.loc[start, keep].reset_index(drop=True)
-        alpha = pr["alpha"].to_numpy(dtype="float64", na_value=np.nan)
-        loss = pr["loss"].to_numpy(dtype="float64", na_value=np.nan)
-        star = pr["is_star"].fillna(False).to_numpy(dtype=bool)
-        grid = {
-            "loss_v0": _grid_loss_at(group, alpha, loss, 0.0),
-            "loss_v1": _grid_loss_at(group, alpha, loss, 1.0),
-            "loss_best": _grid_loss_star(group, loss, star),
-        }
         for name in _RECORDED:
             recorded = (
-                pr.loc[start, name].to_numpy(dtype="float64", na_value=np.nan)
+                pr[name].to_numpy(dtype="float64", na_value=np.nan)[starts]
                 if name in pr.columns
                 else np.full(len(first), math.nan)
             )
-            first[name] = np.where(np.isnan(recorded), grid[name], recorded)
+            missing = np.isnan(recorded)
+            if missing.any():  # only older records send us to the grid
+                recorded = np.where(missing, _grid_loss(pr, starts, name), recorded)
+            first[name] = recorded
         order = [*per, *[c for c in keep if c not in per], *_RECORDED]
         return first[order]
     ep = s.epochs
@@ -390,36 +385,34 @@ def _refresh_losses(s: Study) -> pd.DataFrame:
     return out[[*cols[:1], *extra, *cols[1:]]].reset_index(drop=True)
 
 
-def _grid_loss_at(group: np.ndarray, alpha: np.ndarray, loss: np.ndarray, at: float) -> np.ndarray:
-    """Per refresh: the loss at the grid point nearest ``at`` (first on ties),
-    NaN when none lies within half the grid's smallest step."""
-    n = int(group[-1]) + 1 if len(group) else 0
+def _grid_loss(pr: pd.DataFrame, starts: np.ndarray, name: str) -> np.ndarray:
+    """Per refresh (rows ``starts[i]`` on), ``name`` read off the grid: the loss at
+    the grid point nearest α = 0 (``loss_v0``) or α = 1 (``loss_v1``), NaN when
+    none lies within half the grid's smallest step; for ``loss_best`` the loss at
+    the first point marked α*, else the highest loss."""
+    loss = pr["loss"].to_numpy(dtype="float64", na_value=np.nan)
+    rows = np.arange(len(loss))
+    if name == "loss_best":
+        star = pr["is_star"].fillna(False).to_numpy(dtype=bool)
+        marked = np.minimum.reduceat(np.where(star, rows, len(rows)), starts)
+        highest = np.fmax.reduceat(loss, starts)
+        return np.where(marked < len(rows), loss[np.minimum(marked, len(rows) - 1)], highest)
+    alpha = pr["alpha"].to_numpy(dtype="float64", na_value=np.nan)
+    at = 0.0 if name == "loss_v0" else 1.0
     dist = np.abs(alpha - at)
-    # Nearest point per refresh: sort by (refresh, distance), first of each refresh.
-    order = np.lexsort((np.arange(len(dist)), np.where(np.isnan(dist), np.inf, dist), group))
-    firsts = order[np.r_[True, group[order][1:] != group[order][:-1]]] if n else order
-    # Smallest step between sorted grid points of each refresh (inf for one point).
-    by_alpha = np.lexsort((alpha, group))
-    a_sorted, g_sorted = alpha[by_alpha], group[by_alpha]
-    gaps = np.diff(a_sorted)
-    same = g_sorted[1:] == g_sorted[:-1]
-    step = np.full(n, math.inf)
-    np.fmin.at(step, g_sorted[1:][same], gaps[same])
-    near = dist[firsts] <= step / 2 + 1e-9
-    return np.where(near, loss[firsts], math.nan)
-
-
-def _grid_loss_star(group: np.ndarray, loss: np.ndarray, star: np.ndarray) -> np.ndarray:
-    """Per refresh: the loss at the first point marked α*, else the highest loss."""
-    n = int(group[-1]) + 1 if len(group) else 0
-    highest = np.full(n, -math.inf)
-    np.fmax.at(highest, group, loss)
-    highest[np.isneginf(highest)] = math.nan
-    marked = np.flatnonzero(star)
-    out = highest.copy()
-    # The first marked point of each refresh: reversed assignment leaves the first.
-    out[group[marked][::-1]] = loss[marked][::-1]
-    return out
+    dist[np.isnan(dist)] = np.inf
+    nearest = np.minimum.reduceat(dist, starts)
+    sizes = np.diff(np.append(starts, len(rows)))
+    # First row of each refresh at the nearest distance.
+    first = np.minimum.reduceat(
+        np.where(dist == np.repeat(nearest, sizes), rows, len(rows)), starts
+    )
+    # Smallest step between neighbouring grid points of a refresh (inf for one point).
+    order = np.lexsort((alpha, np.repeat(np.arange(len(starts)), sizes)))
+    gaps = np.append(np.diff(alpha[order]), np.inf)
+    gaps[starts + sizes - 1] = np.inf  # across a refresh boundary
+    step = np.fmin.reduceat(gaps, starts)
+    return np.where(nearest <= step / 2 + 1e-9, loss[first], math.nan)
 
 
 def fidelity_table(study: Study | str | Path) -> pd.DataFrame:

@@ -18,10 +18,13 @@ label the source holds. ``study.json`` marks it finished.
 - ``report``: ``xsam-tune report DIR`` (first read, figures and tables),
 - ``report-cached``: the same again.
 
+``split`` times a report's parts in one process: reading, the tables, each figure.
+
 Usage::
 
     python benchmarks/analysis_scale.py make SOURCE_STUDY OUT_DIR --trials 1000 --epochs 200
     python benchmarks/analysis_scale.py measure OUT_DIR [--only load,report] [--json FILE]
+    python benchmarks/analysis_scale.py split OUT_DIR      # the report's time by part
     python benchmarks/analysis_scale.py --smoke-test SOURCE_STUDY   # 24 x 4, for the tests
 """
 
@@ -216,6 +219,40 @@ def measure(study: Path, only: list[str]) -> list[dict[str, Any]]:
     return results
 
 
+def split(study: Path) -> dict[str, float]:
+    """Where a report's time goes, in this process: reading the study (the
+    cache when there is one), the report's tables, and each figure (drawn and
+    encoded as the report does). Wall and CPU seconds per part."""
+    import analysis
+    from analysis import _report
+    from analysis._kinds import PLOTS
+
+    out: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        w, c = time.perf_counter(), time.process_time()
+        value = fn()
+        out[f"{name} wall"] = time.perf_counter() - w
+        out[f"{name} cpu"] = time.process_time() - c
+        print(
+            f"{name:24s} wall {out[f'{name} wall']:7.2f} s  cpu {out[f'{name} cpu']:7.2f} s",
+            flush=True,
+        )
+        return value
+
+    s = timed("load + frames", lambda: _frames(analysis.load(study)))
+    timed("tables", lambda: _report._tables(s))
+    for kind in PLOTS:
+        timed(f"figure {kind}", lambda kind=kind: _report._figure_html(s, kind))
+    return out
+
+
+def _frames(s: Any) -> Any:
+    for kind in ("trials", "epochs", "probes"):
+        s.frame(kind)
+    return s
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke-test", metavar="SOURCE", help="24 x 4 from SOURCE, then measure")
@@ -229,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ms.add_argument("study", type=Path)
     ms.add_argument("--only", default="load,load-cached,report,report-cached")
     ms.add_argument("--json", type=Path)
+    sp = sub.add_parser("split", help="seconds of a report's parts, in one process")
+    sp.add_argument("study", type=Path)
     args = parser.parse_args(argv)
     if args.smoke_test:
         with tempfile.TemporaryDirectory() as tmp:
@@ -243,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{out}: {args.trials} x {args.epochs}, {size / 2**20:.0f} MiB "
             f"in {time.perf_counter() - t0:.0f} s"
         )
+        return 0
+    if args.verb == "split":
+        print(f"load average: {_loadavg()}")
+        split(args.study)
+        print(f"load average: {_loadavg()}")
         return 0
     if args.verb == "measure":
         only = [k.strip() for k in args.only.split(",") if k.strip()]

@@ -69,10 +69,10 @@ def verify_resumable(path: str, cfg: StudyConfig) -> None:
     for pattern in _RAY_PICKLES:
         for file in _newest(path, pattern):
             _check_pickle_framing(file)
-    _check_run_state(path, cfg)
+    run_configs = _check_run_state(path, cfg)
     for file in _newest(path, _SEARCHER_STATE):
         _check_searcher_state(file, cfg)
-    _check_trials(path, cfg)
+    _check_trials(path, cfg, run_configs)
 
 
 def _check_record(path: str, cfg: StudyConfig) -> None:
@@ -117,20 +117,24 @@ def _check_pickle_framing(file: str) -> None:
         )
 
 
-def _check_run_state(path: str, cfg: StudyConfig) -> None:
+def _check_run_state(path: str, cfg: StudyConfig) -> dict[str, dict[str, Any]]:
+    """The newest run state's trial configs by trial id, each checked against the study."""
+    configs: dict[str, dict[str, Any]] = {}
     for file in _newest(path, RUN_STATE_PATTERN):
         try:
             with open(file, "rb") as f:
                 state = json.loads(f.read().decode("utf-8"))
-            trials = state["trial_data"]
-            configs = [json.loads(entry[0])["config"] for entry in trials]
+            for entry in state["trial_data"]:
+                trial = json.loads(entry[0])
+                configs[str(trial["trial_id"])] = trial["config"]
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             reason = "cut short or garbled" if isinstance(exc, ValueError) else "fields missing"
             raise _damaged(file, "run state", reason) from None
-        for config in configs:
+        for config in configs.values():
             problem = foreign_config(config, cfg)
             if problem:
                 raise _damaged(file, "run state", f"a trial config {problem}")
+    return configs
 
 
 def _check_searcher_state(file: str, cfg: StudyConfig) -> None:
@@ -168,7 +172,7 @@ def _restore_searcher(file: str, fmt: str, cfg: StudyConfig) -> None:
     JournaledOptunaSearch(metric=cfg.metric, mode=cfg.mode).restore(file)
 
 
-def _check_trials(path: str, cfg: StudyConfig) -> None:
+def _check_trials(path: str, cfg: StudyConfig, run_configs: dict[str, dict[str, Any]]) -> None:
     states: list[str] = []
     for params in sorted(glob.glob(os.path.join(glob.escape(path), "*", "params.json"))):
         trial_dir = os.path.dirname(params)
@@ -177,6 +181,16 @@ def _check_trials(path: str, cfg: StudyConfig) -> None:
                 config = json.loads(f.read().decode("utf-8"))
         except (OSError, ValueError):
             config = None
+        # trial folders are "<trial id>_<swept values>" (study._searchers.TrialDirname)
+        name = os.path.basename(trial_dir)
+        ids = [i for i in run_configs if name == i or name.startswith(f"{i}_")]
+        if not isinstance(config, dict) and len(ids) == 1:
+            # Ray writes params.json in place: a full disk leaves it empty. The run
+            # state (checked above) holds the trial's config: rebuild it from there.
+            from xsam_contract import atomic_write
+
+            config = run_configs[ids[0]]
+            atomic_write(params, json.dumps(config, indent=2, sort_keys=True) + "\n")
         if not isinstance(config, dict):
             raise StudyLaunchError(
                 f"trial record {params} is damaged (not a JSON object); restore it from a copy, "
@@ -202,8 +216,8 @@ def _check_trial_states(files: list[str]) -> None:
             read_state(file)
         except CheckpointError as exc:
             raise StudyLaunchError(
-                f"{exc}; move its checkpoint directory {os.path.dirname(file)} out of the study "
-                "(the trial then resumes from an earlier checkpoint or from the start)"
+                f"{exc}; restore it from a copy of the study directory (Ray resumes the trial "
+                "from this checkpoint)"
             ) from None
 
 

@@ -84,7 +84,11 @@ def cached_dataset(config: dict[str, Any]) -> Dataset:
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto`: the GPU Ray assigned to this trial (CUDA_VISIBLE_DEVICES), else the CPU."""
+    """`auto`: the GPU Ray assigned to this trial (CUDA_VISIBLE_DEVICES), else the CPU.
+
+    `auto` takes CUDA only when torch sees a device: a trial given a fractional
+    GPU on a node whose driver or devices torch cannot use trains on the CPU,
+    and its rows say so (``device``)."""
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", 0)
     return torch.device("cpu")
@@ -272,6 +276,7 @@ class Trial:
             "probes": probes,
             "n_forward": counts["forward"],
             "n_backward": counts["backward"],
+            "device": str(self.device),
         }
         for column in TIME_COLUMNS[:-1]:
             row[column] = times.get(column.removeprefix("time_"), 0.0)
@@ -494,7 +499,7 @@ def read_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str
         if "Weights only load failed" in reason:
             reason = "it holds objects other than tensors and plain values (refused unread)"
         elif "mmap can only be used" in reason:  # a plain or legacy pickle: never unpickled
-            reason = "not in torch's zip format (refused unread)"
+            reason = "cut short, or not in torch's zip format (refused unread)"
         raise CheckpointError(f"trial state {path}: cannot be loaded: {reason[:200]}") from None
     if not isinstance(state, dict) or not set(state) >= _STATE_KEYS:
         raise CheckpointError(f"trial state {path}: not a trial state written by xsam-tune")

@@ -38,6 +38,7 @@ __all__ = [
     "TrialGuard",
     "repair_torn_rows",
     "restore_tuner",
+    "unreadable_ray_file",
     "verify_resumable",
 ]
 
@@ -269,6 +270,28 @@ class TrialGuard:
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         """Nothing to do."""
+
+
+def unreadable_ray_file(study_dir: str, exc: BaseException) -> Exception:
+    """The error for a file Ray could not read back after a run (Ray writes its
+    files in place, so a full disk leaves them cut): ENOSPC when the storage is
+    full (the CLI says so in one line), else a one-line launch error."""
+    import errno
+    import shutil
+
+    reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    what = f"Ray could not read back a file it wrote in {study_dir} ({reason})"
+    if not _storage.is_uri(study_dir):
+        try:
+            full = shutil.disk_usage(study_dir).free < 1 << 20
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, f"{what}: the storage is full")
+    return StudyLaunchError(
+        f"{what}; if the storage is full, free space, then continue with "
+        f"`xsam-tune resume {study_dir}`"
+    )
 
 
 def restore_tuner(path: str, trainable: Any) -> Any:

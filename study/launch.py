@@ -14,6 +14,7 @@ The pieces live by concern: :mod:`study._storage` (local paths and URIs),
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,7 +41,13 @@ from study._tuner import (
     set_callbacks,
     with_resources,
 )
-from study._verify import TrialGuard, repair_torn_rows, restore_tuner, verify_resumable
+from study._verify import (
+    TrialGuard,
+    repair_torn_rows,
+    restore_tuner,
+    unreadable_ray_file,
+    verify_resumable,
+)
 from study.space import build_tune_space, count_trials
 
 __all__ = [
@@ -200,6 +207,8 @@ def _fit(tuner: Any, study_dir: str, cfg: StudyConfig) -> Any:
     """``tuner.fit()``, then the end of the study in ``study.json`` and ``last-study``."""
     try:
         results = tuner.fit()
+    except (pickle.UnpicklingError, EOFError) as exc:  # Ray's own files, cut by a full disk
+        raise unreadable_ray_file(study_dir, exc) from None
     except KeyboardInterrupt:  # a second Ctrl-C stops at once: still say so in the record
         mark_ended(study_dir, complete=False, total=0, errors=0)
         record_last_study(study_dir)

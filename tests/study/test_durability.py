@@ -300,5 +300,27 @@ def test_the_trial_guard_stops_a_trial_the_study_does_not_define() -> None:
 
     guard.on_trial_start(0, [], Trial())  # one of the study's trials: nothing happens
     Trial.config = {"optimizer": "sgd", "seed": 0}  # the swept keys only, defaults for the rest
-    with pytest.raises(StudyLaunchError, match="trial abc: its config has dataset=null, the study fixes .fake."):
+    with pytest.raises(
+        StudyLaunchError, match="trial abc: its config has dataset=null, the study fixes .fake."
+    ):
         guard.on_trial_start(0, [], Trial())
+
+
+def test_a_ray_file_cut_by_a_full_disk_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """Ray reads its trials' pickled errors back after the run; a full disk cut them
+    (seen with a 1 MB tmpfs): ENOSPC when the storage is full, else a launch error."""
+    import pickle
+    import shutil as sh
+    from collections import namedtuple
+
+    from study import StudyLaunchError
+    from study._verify import unreadable_ray_file
+
+    cut = pickle.UnpicklingError("pickle data was truncated")
+    error = unreadable_ray_file(str(tmp_path), cut)
+    assert isinstance(error, StudyLaunchError) and "xsam-tune resume" in str(error)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(1 << 20, 1 << 20, 0))
+    error = unreadable_ray_file(str(tmp_path), cut)
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert "pickle data was truncated" in str(error)

@@ -301,7 +301,7 @@ def test_the_trial_guard_stops_a_trial_the_study_does_not_define() -> None:
     guard.on_trial_start(0, [], Trial())  # one of the study's trials: nothing happens
     Trial.config = {"optimizer": "sgd", "seed": 0}  # the swept keys only, defaults for the rest
     with pytest.raises(
-        StudyLaunchError, match="trial abc: its config has dataset=null, the study fixes .fake."
+        StudyLaunchError, match=r"trial abc: its config has dataset=null, the study fixes .fake."
     ):
         guard.on_trial_start(0, [], Trial())
 

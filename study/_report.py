@@ -108,9 +108,24 @@ def trial_status(
     if result.error:
         return "errored"
     metrics = result.metrics or {}
-    if metrics.get("done"):  # Ray marks the last row of a trial that returned
+    if has_ended(metrics, epochs):
         return status_of(metrics, epochs, errored=False)
     return "interrupted" if started or metrics.get("training_iteration") else "pending"
+
+
+def has_ended(metrics: Mapping[str, Any], epochs: int) -> bool:
+    """Whether a trial's last result is its end: Ray's ``done``, or the trial
+    diverged or reported its last configured epoch.
+
+    Ray sets ``done`` on a returned trial's last result in memory only: a
+    driver killed right after a trial returned leaves it saved ``TERMINATED``
+    with ``done`` false (Ray 2.60), and the resume must not call it
+    interrupted (tests/study/test_cluster_s3.py).
+    """
+    if metrics.get("done") or metrics.get("diverged") is True:
+        return True
+    epoch = metrics.get("epoch")
+    return isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= epochs
 
 
 def trial_epochs(cfg: StudyConfig) -> int:
@@ -245,10 +260,11 @@ def _pareto(rows: Sequence[Mapping[str, Any]], cfg: StudyConfig) -> set[int]:
 
 def _trial_id(result: Any) -> str:
     # A trial that never reported: its folder is named "<trial id>_<swept values>"
-    # (study._searchers.TrialDirname), the trial id being "<5 hex>_<5 digits>".
+    # (study._searchers.TrialDirname); Ray's trial ids are "<5 hex>_<5 digits>"
+    # (its variant generator) or 8 hex digits (a searcher's trials).
     path = str(getattr(result, "path", "") or "")
     name = path.rstrip("/").rsplit("/", 1)[-1] if path else "?"
-    match = re.match(r"[0-9a-f]{5}_\d{5}(?=_|$)", name)
+    match = re.match(r"(?:[0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?=_|$)", name)
     return match.group(0) if match else name
 
 

@@ -184,11 +184,16 @@ def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any])
             {"optimizer": "sgd", "seed": 1, "epochs": 3},
         ),
         R({}, {"optimizer": "xsam", "steps": 1, "seed": 1, "epochs": 3}, path="/s/t3"),
+        R(
+            {},
+            {"optimizer": "sgd", "seed": 0, "epochs": 3},
+            path="/s/1c75a828_optimizer=sgd,seed=0",
+        ),
     ]
     table = best_trials(results, cfg)
     lines = table.splitlines()
     assert lines[0].startswith(
-        "best 3 of 3 trials by test_acc (max): 1 finished, 1 interrupted, 1 pending"
+        "best 4 of 4 trials by test_acc (max): 1 finished, 1 interrupted, 2 pending"
     )
     assert lines[1].split() == [
         "trial",
@@ -202,6 +207,7 @@ def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any])
     assert lines[2].split() == ["t1", "finished", "3/3", "0.8", "sam", "2", "0"]
     assert lines[3].split() == ["t2", "interrupted", "1/3", "0.6", "sgd", "-", "1"]
     assert lines[4].split() == ["t3", "pending", "0/3", "-", "xsam", "1", "1"]
+    assert lines[5].split() == ["1c75a828", "pending", "0/3", "-", "sgd", "-", "0"]
 
 
 # --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pandas as pd
 import xsam_contract
 from analysis._errors import AnalysisError
 from analysis._results import Study, load
+from analysis._stats import mean_interval, quartiles
 
 __all__ = [
     "COMPLETE",
@@ -101,9 +102,11 @@ def degradation_table(
 ) -> pd.DataFrame:
     """Final ``metric`` per optimizer and k over seeds (multi-step degradation).
 
-    One row per (context, optimizer, steps): ``mean``, ``std`` (sample, ddof=1),
-    ``n`` (trials), ``ci95`` (half-width of the t-interval of the mean;
-    NaN for n < 2). Only trials with a status in ``statuses`` count.
+    One row per (context, optimizer, steps): ``n`` (trials), ``mean``, ``std``
+    (sample, ddof=1), ``low`` and ``high`` (the 95 % t-interval of the mean;
+    NaN for fewer than 3 trials, where the figures show the trials instead),
+    ``interval`` (which interval low..high is), ``min`` and ``max``. Only
+    trials with a status in ``statuses`` count.
 
     Args:
         study: a Study or a study directory.
@@ -135,30 +138,14 @@ def _degradation(
         percent = metric in xsam_contract.ACCURACY_COLUMNS  # fractions: shown in percent
     scale = 100.0 if percent else 1.0
     values = t[col].astype("float64") * scale
-    grouped = values.groupby([t[k] for k in keys], observed=True, dropna=False)
-    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    out["n"] = out["n"].astype("Int64")
-    out["ci95"] = _t_half_widths(out["std"], out["n"])
+    out = mean_interval(values, [t[k] for k in keys], of="the mean over seeds")
     out = _sort_optimizers(out, keys)
     out.attrs.update(metric=metric, column=col, unit="%" if percent else "", statuses=statuses)
     return out
 
 
-def _t_half_widths(sd: pd.Series, n: pd.Series) -> np.ndarray:
-    """Half-widths of the 95 % t-intervals of the means (NaN for n < 2)."""
-    n = n.astype("float64").to_numpy(na_value=np.nan)
-    sd = sd.astype("float64").to_numpy(na_value=np.nan)
-    ok = (n >= 2) & np.isfinite(sd)
-    out = np.full(len(n), math.nan)
-    if ok.any():
-        from scipy.stats import t as student_t  # scipy comes with scikit-learn
-
-        out[ok] = student_t.ppf(0.975, n[ok] - 1) * sd[ok] / np.sqrt(n[ok])
-    return out
-
-
 def degradation_layout(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """The paper's layout: rows optimizer, columns k, cells ``mean ± std``.
+    """The paper's layout: rows optimizer, columns k, cells ``mean ± std (n=…)``.
 
     Args:
         table: the output of :func:`degradation_table`.
@@ -169,11 +156,13 @@ def degradation_layout(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """
     if table.empty:
         return pd.DataFrame()
-    rows = [c for c in table.columns if c not in ("steps", "mean", "std", "n", "ci95")]
+    values = ("steps", "n", "mean", "std", "low", "high", "interval", "min", "max")
+    rows = [c for c in table.columns if c not in values]
     mean = table["mean"].astype("float64")
     std = table["std"].astype("float64")
     sd = std.map(f"{{:.{digits}f}}".format).where(std.notna(), "–")
-    cell = (mean.map(f"{{:.{digits}f}}".format) + " ± " + sd).where(mean.notna(), "–")
+    n = " (n=" + table["n"].astype("string").fillna("0") + ")"
+    cell = (mean.map(f"{{:.{digits}f}}".format) + " ± " + sd + n).where(mean.notna(), "–")
     cells = table.assign(cell=cell, k=table["steps"].map(_k_label))
     wide = cells.pivot(index=rows, columns="k", values="cell")
     # "k=–" holds runs without ascent steps (plain SGD when the study leaves k unset).
@@ -270,6 +259,13 @@ def overhead_ratio_table(study: Study | str | Path, baseline: str = "sam") -> pd
       alone cost per epoch; ``floor_pct`` = 100·floor/sam. XSAM cannot cost less
       than SAM + floor; ``extra_pct − floor_pct`` is the cost of everything else
       (computing v0, v1, ψ and v(α*), bookkeeping).
+    - ``ratio_low``, ``ratio_high``: the spread of the ratio from the epoch
+      times after the first (XSAM's quartiles over SAM's: q25/q75 and q75/q25).
+    - ``impossible``: ``ratio_high < 1``, XSAM cheaper than SAM beyond that
+      spread. XSAM makes SAM's passes plus its probes, so this cannot be a
+      property of the methods: the two groups' trials did not see the same
+      machine (trials side by side on shared cores). Never a finding; the
+      within-trial estimate (:func:`analysis.overhead_estimate`) is the one to read.
     """
     s = as_study(study)
     return _once(s, ("overhead_ratio", baseline), lambda: _overhead_ratio(s, baseline))
@@ -292,6 +288,9 @@ def _overhead_ratio(s: Study, baseline: str) -> pd.DataFrame:
         "forward_s",
         "floor_s",
         "floor_pct",
+        "ratio_low",
+        "ratio_high",
+        "impossible",
     ]
     base = table[table["optimizer"] == baseline]
     xsam = table[table["optimizer"] == "xsam"]
@@ -320,8 +319,29 @@ def _overhead_ratio(s: Study, baseline: str) -> pd.DataFrame:
         out["n_probe_forward"] > 0, 0.0
     )
     out["floor_pct"] = 100.0 * out["floor_s"] / out["sam_time_epoch"]
+    out = out.merge(_ratio_spread(s, baseline, join), on=[*join, "refresh"], how="left")
+    out["impossible"] = (out["ratio_high"] < 1.0).fillna(False).astype(bool)
     out = out[cols].sort_values(["steps", "refreshes_per_epoch"], kind="stable")
     return out.reset_index(drop=True)
+
+
+def _ratio_spread(s: Study, baseline: str, join: list[str]) -> pd.DataFrame:
+    """Quartile ratios of epoch times (epochs after the first) of each XSAM group
+    over its baseline group: ``ratio_low`` = q25/q75, ``ratio_high`` = q75/q25."""
+    ep, keys = _overhead_groups(s)
+    ep = ep[ep["epoch"].astype("float64") > 1]
+    q = quartiles(ep["time_epoch"], [ep[k] for k in keys]).rename(
+        columns={"refresh_group": "refresh"}
+    )
+    xs = q[q["optimizer"] == "xsam"]
+    base = q[q["optimizer"] == baseline]
+    plain = base["refresh"].eq("n/a")
+    has_plain = plain.groupby([base[k] for k in join], dropna=False).transform("any")
+    base = base[plain | ~has_plain].groupby(join, dropna=False)[["q25", "q75"]].mean()
+    out = xs.merge(base.reset_index(), on=join, how="inner", suffixes=("", "_base"))
+    out["ratio_low"] = out["q25"] / out["q75_base"]
+    out["ratio_high"] = out["q75"] / out["q25_base"]
+    return out[[*join, "refresh", "ratio_low", "ratio_high"]]
 
 
 # -- fidelity --------------------------------------------------------------

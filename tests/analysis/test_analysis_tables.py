@@ -56,7 +56,8 @@ def test_degradation_layout_is_the_papers(study_dir: Path, tmp_path: Path) -> No
     assert list(layout.index) == [("mnist1d", o) for o in ("sgd", "sam", "xsam")]
     assert list(layout.columns) == ["k=–", "k=1", "k=2"]  # sgd has no k
     row = table[(table["optimizer"] == "xsam") & (table["steps"] == 1)].iloc[0]
-    assert layout.loc[("mnist1d", "xsam"), "k=1"] == f"{row['mean']:.1f} ± {row['std']:.1f}"
+    cell = f"{row['mean']:.1f} ± {row['std']:.1f} (n={row['n']})"
+    assert layout.loc[("mnist1d", "xsam"), "k=1"] == cell
     assert layout.loc[("mnist1d", "sgd"), "k=1"] == "–"
     assert layout.loc[("mnist1d", "sam"), "k=–"] == "–"
     # One finished seed: no spread to show.
@@ -66,8 +67,8 @@ def test_degradation_layout_is_the_papers(study_dir: Path, tmp_path: Path) -> No
     gone = t[(t["optimizer"] == "sam") & (t["steps"] == 2) & (t["seed"] == 0)]
     shutil.rmtree(root / gone["trial_dir"].item())
     layout = analysis.degradation_layout(analysis.degradation_table(root))
-    assert layout.loc[("mnist1d", "sam"), "k=2"].endswith("± –")
-    assert not layout.loc[("mnist1d", "sam"), "k=1"].endswith("± –")
+    assert layout.loc[("mnist1d", "sam"), "k=2"].endswith("± – (n=1)")
+    assert layout.loc[("mnist1d", "sam"), "k=1"].endswith("(n=2)")
 
 
 def _groups(s: analysis.Study) -> pd.DataFrame:

@@ -15,17 +15,25 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 import xsam_contract
+from analysis._claims import COST_LIMIT_PCT
 from analysis._errors import AnalysisError
 from analysis._importance import importances, space_types
 from analysis._kinds import FORMATS, PLOTS, check_kinds
+from analysis._overhead import overhead_estimate
 from analysis._results import Study
-from analysis._style import optimizer_style
+from analysis._stats import MIN_N, mean_interval
+from analysis._style import (
+    PERCENT_LIMITS,
+    clamp_percent_axis,
+    is_accuracy,
+    optimizer_style,
+)
 from analysis._tables import (
     COMPLETE,
     PHASES,
@@ -54,7 +62,6 @@ __all__ = [
 ]
 
 _DPI = 110
-_BOOT = {"errorbar": ("ci", 95), "n_boot": 200, "seed": 0}  # seeded: same figure every run
 
 
 def plot(
@@ -106,42 +113,68 @@ def plot_degradation(
     *,
     metric: str = "test_acc",
 ) -> Figure | list[Path]:
-    """Final test accuracy against k per optimizer (mean and 95 % t-interval over
-    seeds, finished trials), with the paper's table (rows optimizer, columns k,
-    mean ± std) beside it. The numbers are :func:`analysis.degradation_table`'s."""
+    """Final test accuracy (%) against k per optimizer: every finished trial as a
+    dot, the mean over seeds as a line, and its 95 % t-interval only where a
+    point has at least 3 seeds (n is written at each point); beside it the
+    paper's layout (rows optimizer, columns k, mean ± std (n)) and the paper's
+    own multi-step numbers (CIFAR-100/ResNet-18) for reference. The numbers
+    are :func:`analysis.degradation_table`'s."""
     s = as_study(study)
     table = degradation_table(s, metric)
     unit = table.attrs["unit"]
-    fig = _figure(s, "Multi-step degradation", (12.5, 4.6))
-    ax, tab = fig.subplots(1, 2, width_ratios=[1.15, 1])
+    fig = _figure(s, "Multi-step degradation", (13.5, 4.8))
+    ax, tab = fig.subplots(1, 2, width_ratios=[1.1, 1])
     if table.empty or table["mean"].isna().all():
         _note(ax, "no finished trials yet")
     else:
         trials = s.trials[s.trials["status"].eq("finished").fillna(False)]
         scale = 100.0 if unit == "%" else 1.0
-        rows = [c for c in table.columns if c not in ("steps", "mean", "std", "n", "ci95")]
-        colors = _colors(table["optimizer"])
+        values = ("steps", "n", "mean", "std", "low", "high", "interval", "min", "max")
+        rows = [c for c in table.columns if c not in values]
+        style = optimizer_style(table["optimizer"])
         for key, g in table.groupby(rows, sort=False, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
             label = " / ".join(str(k) for k in key)
-            color = colors.get(str(g["optimizer"].iloc[0]))
+            st = style[str(g["optimizer"].iloc[0])]
             flat = g[g["steps"].isna()]
             for _, r in flat.iterrows():  # no ascent steps (sgd): a level across all k
-                ax.axhline(r["mean"], color=color, ls="--", lw=1.2, label=f"{label} (no k)")
-                ci = 0.0 if pd.isna(r["ci95"]) else r["ci95"]
-                ax.axhspan(r["mean"] - ci, r["mean"] + ci, color=color, alpha=0.12, lw=0)
+                ax.axhline(
+                    r["mean"],
+                    color=st["color"],
+                    ls="--",
+                    lw=1.2,
+                    label=f"{label} (no k, n={r['n']})",
+                )
+                if pd.notna(r["low"]):
+                    lo, hi = _clip(r["low"], unit), _clip(r["high"], unit)
+                    ax.axhspan(lo, hi, color=st["color"], alpha=0.12, lw=0)
             g = g[g["steps"].notna()]
             if g.empty:
                 continue
-            ax.errorbar(
-                g["steps"].astype(float),
-                g["mean"],
-                yerr=g["ci95"].fillna(0.0),
-                marker="o",
-                capsize=3,
-                label=label,
-                color=color,
-            )
+            x = g["steps"].astype(float).to_numpy()
+            ax.plot(x, g["mean"], marker=st["marker"], color=st["color"], label=label, lw=1.5)
+            drawn = g["low"].notna().to_numpy()
+            if drawn.any():
+                low = _clip(g["low"], unit)[drawn]
+                high = _clip(g["high"], unit)[drawn]
+                mean = g["mean"].to_numpy()[drawn]
+                ax.errorbar(
+                    x[drawn],
+                    mean,
+                    yerr=[mean - low, high - mean],
+                    fmt="none",
+                    ecolor=st["color"],
+                    capsize=3,
+                )
+            for xi, yi, n in zip(x, g["mean"], g["n"], strict=True):
+                ax.annotate(
+                    f"n={n}",
+                    (xi, yi),
+                    textcoords="offset points",
+                    xytext=(5, 4),
+                    fontsize=7,
+                    color=st["color"],
+                )
             mask = np.ones(len(trials), dtype=bool)
             for col, value in zip(rows, key, strict=True):
                 mask &= (trials[col] == value).fillna(False).to_numpy()
@@ -149,37 +182,72 @@ def plot_degradation(
             ax.scatter(
                 pts["steps"].astype(float),
                 pts[table.attrs["column"]].astype(float) * scale,
-                s=12,
-                alpha=0.45,
-                color=color,
+                s=14,
+                alpha=0.5,
+                color=st["color"],
+                marker=st["marker"],
+                linewidths=0,
             )
         ks = sorted(float(k) for k in table["steps"].dropna().unique())
         if ks and ks[-1] / max(ks[0], 1e-12) >= 4:
             ax.set_xscale("log")
         ax.set_xticks(ks, [f"{k:g}" for k in ks])
         ax.minorticks_off()
+        if len(ks) > 1:
+            pad = 0.15 * (np.log(ks[-1] / ks[0]) if ax.get_xscale() == "log" else ks[-1] - ks[0])
+            if ax.get_xscale() == "log":
+                ax.set_xlim(ks[0] / np.exp(pad), ks[-1] * np.exp(pad))
+            else:
+                ax.set_xlim(ks[0] - pad, ks[-1] + pad)
         ax.set_xlabel("ascent steps k")
         ax.set_ylabel(f"final {metric}" + (f" ({unit})" if unit else ""))
-        ax.set_title("mean and 95 % t-interval over seeds (dots: trials)", fontsize=10)
-        ax.legend(title=" / ".join(rows), fontsize=8)
+        few = int((table["n"] < MIN_N).sum())
+        ax.set_title(
+            f"dots: trials; line: mean over seeds; bars: 95 % t-interval where n ≥ {MIN_N}"
+            + (f"\n({few} point(s) with n < {MIN_N}: no interval)" if few else ""),
+            fontsize=9,
+        )
+        if unit == "%":
+            clamp_percent_axis(ax)
+        ax.legend(title=" / ".join(rows), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     layout = degradation_layout(table)
     tab.axis("off")
     if not layout.empty:
         labels = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in layout.index]
+        cells = layout.to_numpy().tolist()
+        if unit == "%":  # the paper's multi-step numbers, for reference
+            for opt, values in _PAPER_MULTISTEP.items():
+                labels.append(f"paper {opt} (CIFAR-100)")
+                cells.append([values.get(c, "") for c in layout.columns])
         t = tab.table(
-            cellText=layout.to_numpy(),
+            cellText=cells,
             rowLabels=labels,
             colLabels=list(layout.columns),
             loc="center",
             cellLoc="center",
         )
         t.auto_set_font_size(False)
-        t.set_fontsize(9)
-        t.scale(1.0, 1.5)
+        t.set_fontsize(8)
+        t.scale(1.0, 1.4)
         tab.set_title(
-            f"final {metric}{f' ({unit})' if unit else ''}: mean ± std over seeds", fontsize=10
+            f"final {metric}{f' ({unit})' if unit else ''}: mean ± std (n seeds)", fontsize=10
         )
     return _finish(fig, "degradation", out_dir, formats)
+
+
+# The paper's multi-step ablation (CIFAR-100, ResNet-18), by k.
+_PAPER_MULTISTEP = {
+    "sam": {"k=1": "79.5", "k=2": "79.2", "k=5": "78.8", "k=10": "78.3"},
+    "xsam": {"k=1": "80.3", "k=2": "80.5", "k=5": "80.6", "k=10": "80.7"},
+}
+
+
+def _clip(values: Any, unit: str) -> Any:
+    """Interval ends inside [0, 100] on a percent axis (a t-interval can pass 100)."""
+    if unit != "%":
+        return np.asarray(values, dtype=float) if not np.isscalar(values) else float(values)
+    arr = np.clip(np.asarray(values, dtype=float), *PERCENT_LIMITS)
+    return float(arr) if np.ndim(arr) == 0 else arr
 
 
 # -- overhead --------------------------------------------------------------
@@ -190,60 +258,115 @@ def plot_overhead(
     out_dir: str | Path | None = None,
     formats: Sequence[str] = FORMATS,
 ) -> Figure | list[Path]:
-    """Cost: stacked seconds per epoch of each phase per optimizer and k; the
-    XSAM/SAM time ratio against the refresh frequency; XSAM's measured extra
-    cost next to the floor its extra probe forwards impose. The numbers are
-    :func:`analysis.overhead_table` and :func:`analysis.overhead_ratio_table`."""
-    import seaborn as sns
-
+    """Cost: seconds per epoch of each phase per optimizer and k (mean over epochs,
+    n trials under each bar); XSAM's extra cost estimated within each trial
+    (probe time against the same epochs' forward/backward time, median and
+    IQR over epochs after the first) next to the analytic floor of its extra
+    probe forwards and the paper's 3 %; and the XSAM/SAM ratio of epoch times
+    of different trials with its spread, where a ratio below 1 beyond the
+    spread is marked impossible (trials that shared the machine), not shown
+    as a finding. The numbers are :func:`analysis.overhead_table`,
+    :func:`analysis.overhead_estimate` and :func:`analysis.overhead_ratio_table`."""
     s = as_study(study)
     table = overhead_table(s)
+    est = overhead_estimate(s.trials, s.epochs)
     ratio = overhead_ratio_table(s)
-    fig = _figure(s, "Overhead", (16, 5))
-    ax_stack, ax_ratio, ax_floor = fig.subplots(1, 3, width_ratios=[1.5, 1, 1])
+    fig = _figure(s, "Overhead", (17, 5.4))
+    ax_stack, ax_est, ax_ratio = fig.subplots(1, 3, width_ratios=[1.4, 1.1, 1])
     if table.empty or table["time_epoch"].isna().all():
         _note(ax_stack, "no timed epochs yet")
     else:
         x = np.arange(len(table))
         bottom = np.zeros(len(table))
-        palette = sns.color_palette("tab10", len(PHASES) + 1)
-        for color, phase in zip(palette, [*PHASES, "other"], strict=True):
+        palette = ["#4477AA", "#66CCEE", "#228833", "#CCBB44", "#EE6677", "#AA3377", "#BBBBBB"]
+        for color, phase in zip(palette, [*PHASES, "other"], strict=False):
             values = table[f"time_{phase}"].astype(float).fillna(0.0).clip(lower=0.0).to_numpy()
             ax_stack.bar(x, values, bottom=bottom, label=phase, color=color, width=0.7)
             bottom += values
-        ax_stack.set_xticks(x, _group_labels(table), fontsize=8)
+        labels = [
+            f"{lab}\nn={n}" for lab, n in zip(_group_labels(table), table["n_trials"], strict=True)
+        ]
+        ax_stack.set_xticks(x, labels, fontsize=7)
         ax_stack.set_ylabel("seconds per epoch")
-        ax_stack.set_title("time per epoch by phase (mean over epochs)", fontsize=10)
-        ax_stack.legend(fontsize=8, ncols=2)
-    if ratio.empty:
-        _note(ax_ratio, "XSAM/SAM ratio: needs XSAM and SAM trials with the same k")
-        _note(ax_floor, "extra cost vs floor: needs XSAM and SAM trials with the same k")
+        ax_stack.set_ylim(0, max(bottom.max(), 1e-9) * 1.08)
+        ax_stack.set_title(
+            "time per epoch by phase (mean over epochs; wall time of trials\n"
+            "that may have shared the machine: compare phases within a bar)",
+            fontsize=9,
+        )
+        ax_stack.legend(fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(0, -0.22))
+    if est.empty:
+        _note(ax_est, "within-trial estimate: needs timed XSAM epochs after the first")
     else:
-        order = (
-            ratio.groupby("refresh", sort=False)["refreshes_per_epoch"].mean().sort_values().index
+        x = np.arange(len(est))
+        med = est["median"].to_numpy(dtype=float)
+        lo = med - est["q25"].to_numpy(dtype=float)
+        hi = est["q75"].to_numpy(dtype=float) - med
+        ax_est.bar(x - 0.18, med, width=0.36, color="#D55E00", label="measured: median (IQR)")
+        ax_est.errorbar(x - 0.18, med, yerr=[lo, hi], fmt="none", ecolor="0.2", capsize=3)
+        ax_est.bar(
+            x + 0.18,
+            est["floor_pct"].astype(float),
+            width=0.36,
+            color="#BBBBBB",
+            label="analytic floor: probe forwards",
         )
-        pos = {r: i for i, r in enumerate(order)}
-        rpe = ratio.groupby("refresh")["refreshes_per_epoch"].mean()
-        for steps, g in ratio.groupby("steps", sort=True):
-            g = g.assign(_x=g["refresh"].map(pos)).sort_values("_x")
-            ax_ratio.plot(g["_x"], g["ratio"], marker="o", label=f"k={steps}")
-        ax_ratio.axhline(1.0, ls="--", color="0.5", lw=1)
-        ax_ratio.set_xticks(
-            range(len(order)), [f"{r}\n{rpe[r]:.2g}/epoch" for r in order], fontsize=8
-        )
-        ax_ratio.set_xlabel("α refresh setting (measured refreshes per epoch)")
-        ax_ratio.set_ylabel("XSAM / SAM time per epoch")
-        ax_ratio.set_title("XSAM/SAM time ratio vs refresh frequency", fontsize=10)
-        ax_ratio.legend(fontsize=8)
+        ax_est.axhline(COST_LIMIT_PCT, color="0.3", ls="--", lw=1, label="paper: < 3 %")
+        labels = [
+            f"k={r['steps']:g}, {r['refresh']}\n{r['steps_per_epoch']:.0f} steps/epoch\n"
+            f"n={r['n_trials']} trials, {r['n_epochs']} ep."
+            for _, r in est.iterrows()
+        ]
+        for i, flag in enumerate(est["below_floor"]):
+            if flag:
+                ax_est.annotate(
+                    "below floor:\ntiming suspect", (x[i] - 0.18, med[i]), fontsize=7, color="#b00"
+                )
+        ax_est.set_xticks(x, labels, fontsize=7)
+        ax_est.set_ylabel("% of the trial's own forward/backward time")
+        top = max(float(est["q75"].max()), float(est["floor_pct"].max()), COST_LIMIT_PCT)
+        ax_est.set_ylim(0, top * 1.25)
+        ax_est.set_title("XSAM's extra cost, within each trial", fontsize=10)
+        ax_est.legend(fontsize=7, loc="upper left")
+    if ratio.empty:
+        _note(ax_ratio, "XSAM/SAM epoch-time ratio: needs XSAM and SAM trials with the same k")
+    else:
         x = np.arange(len(ratio))
-        ax_floor.bar(x - 0.2, ratio["extra_pct"], width=0.4, label="measured extra")
-        ax_floor.bar(x + 0.2, ratio["floor_pct"], width=0.4, label="floor: probe forwards")
-        ax_floor.axhline(0.0, color="0.3", lw=0.8)
-        labels = [f"k={k}\n{r}" for k, r in zip(ratio["steps"], ratio["refresh"], strict=True)]
-        ax_floor.set_xticks(x, labels, fontsize=8)
-        ax_floor.set_ylabel("% of SAM's time per epoch")
-        ax_floor.set_title("XSAM's extra cost vs the extra-forward floor", fontsize=10)
-        ax_floor.legend(fontsize=8)
+        r = ratio["ratio"].to_numpy(dtype=float)
+        r_lo = ratio["ratio_low"].to_numpy(dtype=float)
+        r_hi = ratio["ratio_high"].to_numpy(dtype=float)
+        # no spread (too few epochs) or an unbounded one: no bar rather than a wrong one
+        lo = np.nan_to_num(np.clip(r - r_lo, 0, None), nan=0.0, posinf=0.0)
+        hi = np.nan_to_num(np.clip(r_hi - r, 0, None), nan=0.0, posinf=0.0)
+        bad = ratio["impossible"].to_numpy(dtype=bool)
+        for sel, color, marker, label in (
+            (~bad, "#0072B2", "o", "ratio (IQR of epoch times)"),
+            (bad, "#b00", "x", "impossible: XSAM < SAM beyond spread"),
+        ):
+            if sel.any():
+                ax_ratio.errorbar(
+                    x[sel],
+                    r[sel],
+                    yerr=[lo[sel], hi[sel]],
+                    fmt=marker,
+                    color=color,
+                    capsize=3,
+                    label=label,
+                )
+        ax_ratio.axhline(1.0, ls="--", color="0.5", lw=1)
+        labels = [
+            f"k={k:g}\n{ref}" for k, ref in zip(ratio["steps"], ratio["refresh"], strict=True)
+        ]
+        ax_ratio.set_xticks(x, labels, fontsize=7)
+        ax_ratio.set_xlim(-0.6, len(ratio) - 0.4)
+        shown = np.concatenate([r, r - lo, r + hi, [1.0]])
+        shown = shown[np.isfinite(shown)]
+        pad = 0.08 * max(float(shown.max() - shown.min()), 0.1)
+        ax_ratio.set_ylim(float(shown.min()) - pad, float(shown.max()) + pad)
+        ax_ratio.set_ylabel("XSAM / SAM time per epoch (different trials)")
+        note = "\nmarked points cannot be real: the trials shared the machine" if bad.any() else ""
+        ax_ratio.set_title(f"epoch-time ratio across trials (not a measurement){note}", fontsize=9)
+        ax_ratio.legend(fontsize=7, loc="upper left")
     return _finish(fig, "overhead", out_dir, formats)
 
 
@@ -268,6 +391,17 @@ def _is_value(col: str) -> bool:
 
 
 # -- sensitivity -----------------------------------------------------------
+
+#: The paper's default point (CIFAR), marked on sensitivity panels.
+PAPER_DEFAULTS: dict[str, float] = {
+    "rho": 0.15,
+    "rho_max": 0.3,
+    "alpha_max": 2.0,
+    "alpha_delta": 0.1,
+    "refresh_every": 1.0,
+}
+#: Fewer complete trials than this and importances get a warning in the figure.
+MIN_IMPORTANCE_TRIALS = 20
 
 
 def plot_sensitivity(
@@ -301,10 +435,17 @@ def plot_sensitivity(
         imp = importances(s)
         axes[used + 1].barh(imp.index[::-1], imp.to_numpy()[::-1], color="C0")
         axes[used + 1].set_xlabel("importance (sums to 1)")
+        n = int(imp.attrs["n_trials"])
+        few = (
+            f"\nonly {n} trials: too few to trust (≥ {MIN_IMPORTANCE_TRIALS})"
+            if n < MIN_IMPORTANCE_TRIALS
+            else ""
+        )
         axes[used + 1].set_title(
-            f"Optuna importances ({imp.attrs['evaluator']}, {imp.attrs['n_trials']} trials, "
-            f"from {imp.attrs['source']})",
-            fontsize=10,
+            f"Optuna importances ({imp.attrs['evaluator']}, {n} trials, "
+            f"from {imp.attrs['source']}){few}",
+            fontsize=9,
+            color="#b00" if few else "black",
         )
     except AnalysisError as exc:
         _note(axes[used + 1], f"importances: {exc}")
@@ -388,9 +529,20 @@ def _param_panel(
             ax=ax,
             legend=legend and hue is not None,
         )
+    if p in PAPER_DEFAULTS and numeric:
+        ax.axvline(PAPER_DEFAULTS[p], color="0.3", ls=":", lw=1.2, label="paper's default")
+        ax.annotate(
+            "paper",
+            (PAPER_DEFAULTS[p], 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.3",
+        )
     ax.set_ylabel(ylabel)
     ax.set_xlabel(p)
-    ax.set_title(f"{ylabel} vs {p}", fontsize=10)
+    ax.set_title(f"{ylabel} vs {p} (n={len(d)} trials)", fontsize=10)
     if legend and ax.get_legend() is not None:
         ax.legend(fontsize=8)
 
@@ -493,72 +645,101 @@ def plot_fidelity(
     out_dir: str | Path | None = None,
     formats: Sequence[str] = FORMATS,
 ) -> Figure | list[Path]:
-    """Direction fidelity: probe losses along v0, v1 and v(α*) over training
-    (mean and 95 % interval over trials), the saved L(α) curves by epoch, and
-    the share of refreshes where L(v1) > L(v0) and where L(v(α*)) > L(v1)
-    (Proposition 1; :func:`analysis.fidelity_table`)."""
+    """Direction fidelity (Proposition 1) from the losses each α search recorded:
+    L(v1) − L(v0) and L(v(α*)) − L(v1) at every refresh (dots) with their
+    median per epoch (line); the saved L(α) curves by epoch; and the share of
+    refreshes where L(v1) > L(v0) and where L(v(α*)) > L(v1), n refreshes
+    under each bar (:func:`analysis.fidelity_table`)."""
     import seaborn as sns
 
     s = as_study(study)
     rl = refresh_losses(s)
     fid = fidelity_table(s)
-    fig = _figure(s, "Direction fidelity (Proposition 1)", (16, 4.6))
+    fig = _figure(s, "Direction fidelity (Proposition 1)", (16.5, 5.0))
     ax_l, ax_c, ax_s = fig.subplots(1, 3)
     if rl.empty:
         _note(ax_l, "no α refreshes yet")
     else:
-        names = {"loss_v0": "v0 (α = 0)", "loss_v1": "v1 (α = 1, SAM)", "loss_best": "v(α*)"}
-        long = _plain(rl).melt(
-            id_vars=["trial_id", "epoch"],
-            value_vars=list(names),
-            var_name="direction",
-            value_name="loss",
-        )
-        long["direction"] = long["direction"].map(names)
-        sns.lineplot(
-            data=long,
-            x="epoch",
-            y="loss",
-            hue="direction",
-            hue_order=list(names.values()),
-            marker="o",
-            ax=ax_l,
-            **_BOOT,
-        )
-        ax_l.set_ylabel("L(θ0 + ρm·v)")
-        ax_l.set_title("probe loss along each direction", fontsize=10)
+        d = _plain(rl)
+        diffs = {
+            "L(v1) − L(v0)": (d["loss_v1"] - d["loss_v0"], "#0072B2", "o"),
+            "L(v(α*)) − L(v1)": (d["loss_best"] - d["loss_v1"], "#D55E00", "D"),
+        }
+        epoch = d["epoch"].astype(float)
+        for label, (y, color, marker) in diffs.items():
+            ax_l.scatter(epoch, y, s=10, alpha=0.35, color=color, marker=marker, linewidths=0)
+            med = y.groupby(epoch).median()
+            ax_l.plot(
+                med.index,
+                med.to_numpy(),
+                color=color,
+                marker=marker,
+                ms=4,
+                label=f"{label} (median over {d['trial_id'].nunique()} trials)",
+            )
+        ax_l.axhline(0.0, color="0.3", lw=0.8)
+        ax_l.set_xlabel("epoch")
+        ax_l.set_ylabel("probe-loss difference at ρm")
+        ax_l.set_title("recorded probe losses: > 0 is what Proposition 1 says", fontsize=10)
+        ax_l.legend(fontsize=7, loc="best")
     pr = s.probes
     if pr.empty:
         _note(ax_c, "no saved L(α) curves yet")
     else:
         d = _plain(pr[["trial_id", "epoch", "alpha", "loss"]])
         sns.lineplot(
-            data=d, x="alpha", y="loss", hue="epoch", palette="viridis", errorbar=None, ax=ax_c
+            data=d,
+            x="alpha",
+            y="loss",
+            hue="epoch",
+            palette="viridis",
+            errorbar=None,
+            ax=ax_c,
+            legend=False,
         )
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        # epochs as a colour bar: a legend of a numeric hue would sit on the curves
+        norm = Normalize(float(d["epoch"].min()), float(d["epoch"].max()))
+        fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax_c, label="epoch")
         ax_c.axvline(1.0, ls=":", color="0.4", lw=1)
         ax_c.set_xlabel("α")
         ax_c.set_ylabel("mean L(θ0 + ρm·v(α))")
-        ax_c.set_title("L(α) curves by epoch (mean over trials)", fontsize=10)
+        ax_c.set_title(
+            f"L(α) curves by epoch (mean over {d['trial_id'].nunique()} trials)", fontsize=10
+        )
     if fid.empty:
         _note(ax_s, "no refreshes to count yet")
     else:
         x = np.arange(len(fid))
-        ax_s.bar(x - 0.2, fid["share_v1_gt_v0"], width=0.4, label="L(v1) > L(v0)")
-        ax_s.bar(x + 0.2, fid["share_best_gt_v1"], width=0.4, label="L(v(α*)) > L(v1)")
+        ax_s.bar(
+            x - 0.2, 100 * fid["share_v1_gt_v0"], width=0.4, label="L(v1) > L(v0)", color="#0072B2"
+        )
+        ax_s.bar(
+            x + 0.2,
+            100 * fid["share_best_gt_v1"],
+            width=0.4,
+            label="L(v(α*)) > L(v1)",
+            color="#D55E00",
+        )
         keys = [
             c
             for c in fid.columns
             if c not in ("steps", "n_refreshes") and c[:5] not in ("share", "mean_")
         ]
         labels = [
-            " ".join(str(r[c]) for c in keys) + f" k={r['steps']}\n{r['n_refreshes']} refreshes"
+            " ".join(str(r[c]) for c in keys)
+            + ("" if pd.isna(r["steps"]) else f" k={r['steps']}")
+            + f"\nn={r['n_refreshes']} refreshes"
             for _, r in fid.iterrows()
         ]
-        ax_s.set_xticks(x, labels, fontsize=8)
-        ax_s.set_ylim(0, 1.05)
-        ax_s.set_ylabel("share of refreshes")
+        ax_s.set_xticks(x, labels, fontsize=7)
+        ax_s.set_ylim(0, 118)  # room above 100 % for the legend, clear of the bars
+        ax_s.set_yticks([0, 25, 50, 75, 100])
+        ax_s.set_ylabel("share of refreshes (%)")
         ax_s.set_title("Proposition 1, counted", fontsize=10)
-        ax_s.legend(fontsize=8)
+        ax_s.legend(fontsize=7, loc="upper left", ncols=2)
     return _finish(fig, "fidelity", out_dir, formats)
 
 
@@ -570,13 +751,12 @@ def plot_curves(
     out_dir: str | Path | None = None,
     formats: Sequence[str] = FORMATS,
 ) -> Figure | list[Path]:
-    """Learning curves: train/test loss and accuracy per epoch, by optimizer
-    (line style: k), mean and 95 % interval over the trials of each group."""
-    import seaborn as sns
-
+    """Learning curves: train/test loss and accuracy (%) per epoch, by optimizer
+    (line style: k). A group of at least 3 trials shows its mean and the 95 %
+    t-interval band; a smaller one shows each trial (the legend gives n)."""
     s = as_study(study)
     ep = s.epochs
-    fig = _figure(s, "Learning curves", (12, 8))
+    fig = _figure(s, "Learning curves", (12.5, 8.4))
     axes = fig.subplots(2, 2).ravel()
     metrics = ("train_loss", "test_loss", "train_acc", "test_acc")
     if not ep.empty:
@@ -591,28 +771,73 @@ def plot_curves(
         return _finish(fig, "curves", out_dir, formats)
     d = _plain(ep[["trial_id", "epoch", "optimizer", "steps", *metrics]])
     d[list(metrics)] = d[list(metrics)].replace([np.inf, -np.inf], np.nan)
-    style = "steps" if d["steps"].nunique() > 1 else None
-    if style:
-        d["steps"] = d["steps"].map(lambda k: f"k={k:g}" if pd.notna(k) else "k=–")
+    for m in metrics:
+        if is_accuracy(m):
+            d[m] = 100.0 * d[m]
+    d["group"] = d["optimizer"].astype(str)
+    if d["steps"].nunique() > 1:
+        d["group"] += d["steps"].map(lambda k: f" k={k:g}" if pd.notna(k) else "")
     for i, (ax, m) in enumerate(zip(axes, metrics, strict=True)):
         if d[m].isna().all():
             _note(ax, f"{m}: not reported")
             continue
-        sns.lineplot(
-            data=d,
-            x="epoch",
-            y=m,
-            hue="optimizer",
-            hue_order=optimizer_order(d["optimizer"]),
-            palette=_colors(d["optimizer"]),
-            style=style,
-            marker="o",
-            ax=ax,
-            legend=i == 0,
-            **_BOOT,
-        )
-        ax.set_title(m, fontsize=10)
+        _lines(ax, d, "epoch", m, legend=i == 0)
+        ax.set_title(f"{m} (%)" if is_accuracy(m) else m, fontsize=10)
+        ax.set_ylabel(f"{m} (%)" if is_accuracy(m) else m)
+        if is_accuracy(m):
+            clamp_percent_axis(ax)
     return _finish(fig, "curves", out_dir, formats)
+
+
+def _lines(ax: Axes, d: pd.DataFrame, x: str, y: str, *, legend: bool) -> None:
+    """One line per ``group`` (optimizer and k) coloured by optimizer: mean and
+    95 % t-band where the group has ≥ MIN_N trials, every trial otherwise."""
+    style = optimizer_style(d["optimizer"])
+    stat = mean_interval(d[y], [d["group"], d[x]], of="the mean over trials")
+    dashes = ["-", "--", ":", "-."]
+    ks = {k: dashes[i % len(dashes)] for i, k in enumerate(sorted(d["steps"].dropna().unique()))}
+    percent = "%" in ax.get_ylabel() or is_accuracy(y)
+    order = sorted(
+        d["group"].unique(),
+        key=lambda g: (optimizer_order(d["optimizer"]).index(g.split()[0]), g),
+    )
+    for group in order:
+        rows = d[d["group"] == group]
+        st = style[str(rows["optimizer"].iloc[0])]
+        k = rows["steps"].iloc[0]
+        ls = ks.get(k, "-")
+        n = rows["trial_id"].nunique()
+        g = stat[stat["group"] == group]
+        if n >= MIN_N:
+            ax.plot(
+                g[x],
+                g["mean"],
+                color=st["color"],
+                ls=ls,
+                marker=st["marker"],
+                ms=3,
+                label=f"{group} (mean, n={n})",
+            )
+            low, high = g["low"].to_numpy(dtype=float), g["high"].to_numpy(dtype=float)
+            if percent:
+                low, high = np.clip(low, *PERCENT_LIMITS), np.clip(high, *PERCENT_LIMITS)
+            ax.fill_between(g[x].astype(float), low, high, color=st["color"], alpha=0.15, lw=0)
+        else:
+            for j, (_, t) in enumerate(rows.groupby("trial_id", sort=True)):
+                ax.plot(
+                    t[x],
+                    t[y],
+                    color=st["color"],
+                    ls=ls,
+                    marker=st["marker"],
+                    ms=3,
+                    lw=1,
+                    alpha=0.8,
+                    label=f"{group} (trials, n={n})" if j == 0 else None,
+                )
+    ax.set_xlabel(x)
+    if legend:
+        ax.legend(fontsize=7)
 
 
 # -- shared helpers --------------------------------------------------------
@@ -629,14 +854,15 @@ def _figure(s: Study, title: str, size: tuple[float, float]) -> Figure:
 
 
 def _note(ax: Axes, text: str) -> None:
+    import textwrap
+
     ax.axis("off")
     ax.text(
         0.5,
         0.5,
-        text,
+        textwrap.fill(text, 42),  # matplotlib's own wrap ignores constrained layout
         ha="center",
         va="center",
-        wrap=True,
         fontsize=10,
         color="0.35",
         transform=ax.transAxes,
@@ -644,8 +870,8 @@ def _note(ax: Axes, text: str) -> None:
 
 
 def _colors(optimizers: Iterable[str] | pd.Series) -> dict[str, str]:
-    """A fixed colour per optimizer, whatever subset a figure shows (:mod:`analysis._style`)."""
-    return {name: style["color"] for name, style in optimizer_style(optimizers).items()}
+    """The fixed colour of each optimizer (:func:`analysis._style.optimizer_style`)."""
+    return {name: st["color"] for name, st in optimizer_style(optimizers).items()}
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,9 +15,11 @@ combination and whose distributions are drawn once per combination:
   probe curves too (fidelity data beyond XSAM);
 * one more sgd trial at seed 1 with a huge learning rate: its loss is NaN in
   the first epoch, so it ends ``diverged`` after one row;
-* one more sam k=2 seed-1 trial on ``tinyimagenet``, whose data directory is
-  empty: the worker raises ``DatasetError`` before the first epoch, so the
-  trial is ``errored`` (``max_failures: 0``: no retry) and the run exits 1.
+* one more sam k=2 seed-1 trial on ``tinyimagenet``, whose folder in the data
+  directory is empty (so the launcher's pre-flight check, which looks for the
+  folder, lets the study start): the worker raises ``DatasetError`` before the
+  first epoch, so the trial is ``errored`` (``max_failures: 0``: no retry) and
+  the run exits 1.
 
 12 trials in all: 10 finished, 1 diverged, 1 errored.
 """
@@ -128,6 +130,8 @@ def build_study(storage: Path) -> Path:
         (data_dir / "mnist1d").mkdir(parents=True)
         shutil.copy(cached, data_dir / "mnist1d" / "mnist1d.npz")
     data_dir.mkdir(parents=True, exist_ok=True)
+    # present for the pre-flight check, empty for the worker: one errored trial
+    (data_dir / "tiny-imagenet-200").mkdir()
     spec = work / f"{STUDY_NAME}.yaml"
     spec.write_text(yaml.safe_dump(study_spec(data_dir), sort_keys=False))
     argv = ["run", str(spec), "--storage", str(storage), "--name", STUDY_NAME, "-q"]

@@ -66,7 +66,7 @@ def test_plots_of_a_study_that_has_hardly_started(study_dir: Path, tmp_path: Pat
     paths = analysis.plot(root, "all", tmp_path / "figs", formats=["png"])
     assert len(paths) == len(analysis.PLOTS)
     fig = analysis.plot_sensitivity(root)
-    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    texts = " ".join(" ".join(t.get_text().split()) for ax in fig.axes for t in ax.texts)
     assert "≥ 2 complete trials" in texts
 
 

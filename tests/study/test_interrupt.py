@@ -99,3 +99,39 @@ def _closing_rows(text: str) -> list[list[str]]:
             break
         rows.append(line.split())
     return rows
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    study = tiny_study(tmp_path, "twice", data, epochs=EPOCHS)
+    storage = tmp_path / "studies"
+    log = tmp_path / "run.log"
+    args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
+    with driver_env(tmp_path, XSAM_TEST_EPOCH_S="0.5") as env:
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                command(*args), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            reports = data / "reports.txt"
+            deadline = time.monotonic() + TIMEOUT
+            while not (reports.exists() and reports.read_text().strip()):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGINT)
+            while "interrupted: stopping" not in log.read_text():  # the first was heard
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 130, text
+    # stopped at once: no closing table, the one-line notice instead
+    assert "xsam-tune: interrupted" in text.splitlines(), text
+    assert not any(ln.split()[:3] == ["trial", "status", "epochs"] for ln in text.splitlines())
+    record = json.loads((storage / "twice" / "study.json").read_text())
+    assert "interrupted_at" in record and "finished_at" not in record, record

@@ -35,6 +35,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -234,8 +235,10 @@ def split(study: Path) -> dict[str, float]:
         value = fn()
         out[f"{name} wall"] = time.perf_counter() - w
         out[f"{name} cpu"] = time.process_time() - c
+        out[f"{name} peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"{name:24s} wall {out[f'{name} wall']:7.2f} s  cpu {out[f'{name} cpu']:7.2f} s",
+            f"{name:24s} wall {out[f'{name} wall']:7.2f} s  cpu {out[f'{name} cpu']:7.2f} s  "
+            f"peak so far {out[f'{name} peak_mb']:6.0f} MB",
             flush=True,
         )
         return value

@@ -113,7 +113,14 @@ def is_complete(results: Any, cfg: StudyConfig) -> bool:
     tell: it calls the trials it stopped at the interruption ``TERMINATED``
     too; only a trial that ended has ``done`` in its last result.
     """
-    ended = all(r.error is not None or (r.metrics or {}).get("done") for r in results)
+    from study._report import has_ended, trial_epochs
+
+    default = trial_epochs(cfg)
+    ended = all(
+        r.error is not None
+        or has_ended(r.metrics or {}, int((r.config or {}).get("epochs") or default))
+        for r in results
+    )
     return ended and len(results) >= count_trials(cfg)
 
 

@@ -52,6 +52,7 @@ METRICS: dict[str, Field] = {
     "probes": Field("object", "the α searches of this epoch, each a PROBE_FIELDS record"),
     "n_forward": Field("Int64", "training forward passes (probe forwards included)"),
     "n_backward": Field("Int64", "training backward passes"),
+    "device": Field("string", "device the trial trained on: cpu, or cuda:N as the trial sees it"),
     "time_ascent": Field("float64", "seconds: first gradient and the k ascent passes"),
     "time_descent": Field("float64", "seconds: the pass at θk"),
     "time_probe": Field("float64", "seconds: α search"),

@@ -25,7 +25,8 @@ Usage::
     python benchmarks/analysis_scale.py make SOURCE_STUDY OUT_DIR --trials 1000 --epochs 200
     python benchmarks/analysis_scale.py measure OUT_DIR [--only load,report] [--json FILE]
     python benchmarks/analysis_scale.py split OUT_DIR      # the report's time by part
-    python benchmarks/analysis_scale.py --smoke-test SOURCE_STUDY   # 24 x 4, for the tests
+    python benchmarks/analysis_scale.py --smoke-test [--source DIR] [--out FILE]
+        # 24 x 4 from DIR (default: a toy source study written on the spot), for the tests
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
 _STUDY_FILES = ("study.json", "study.yaml")
 
 
@@ -256,9 +258,72 @@ def _frames(s: Any) -> Any:
     return s
 
 
+def toy_source(root: Path) -> Path:
+    """A small source study written without Ray (for ``--smoke-test``): sgd, sam and
+    xsam trials of two epochs with the contract's metrics row (xsam with one α
+    search per epoch) and one trial that raised before its first epoch."""
+    import xsam_contract
+
+    root.mkdir(parents=True)
+    info = {
+        "name": root.name,
+        "metrics": [{"name": "test_acc", "mode": "max"}],
+        "space": {"optimizer": {"grid": ["sgd", "sam", "xsam"]}},
+        "finished_at": "2026-01-01T00:00:00+00:00",
+    }
+    (root / "study.json").write_text(json.dumps(info))
+    grid = [round(0.1 * i, 1) for i in range(21)]
+    for n, optimizer in enumerate(("sgd", "sam", "xsam", "sam")):
+        trial_id = f"{n:08x}"
+        params = {"optimizer": optimizer, "epochs": 2, "seed": 0}
+        if optimizer != "sgd":
+            params["steps"] = 1
+        d = root / f"{trial_id}_optimizer={optimizer}"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps(params))
+        if n == 3:  # raised before its first epoch
+            (d / "result.json").write_text("")
+            (d / "error.txt").write_text("Failure # 1\nValueError: toy failure\n")
+            continue
+        with (d / "result.json").open("w") as fh:
+            for e in (1, 2):
+                row: dict[str, Any] = {
+                    k: 0.5 for k, f in xsam_contract.METRICS.items() if f.dtype == "float64"
+                }
+                row.update(epoch=e, step=10 * e, n_forward=20, n_backward=20, diverged=False)
+                row.update(alpha_refreshed=optimizer == "xsam", probes=[])
+                if optimizer == "xsam":
+                    losses = [1.0 + 0.01 * i for i in range(21)]
+                    row["probes"] = [
+                        {
+                            "step": 10 * (e - 1),
+                            "epoch": e,
+                            "alpha": 2.0,
+                            "psi": 0.3,
+                            "alphas": grid,
+                            "losses": losses,
+                            "loss_v0": losses[0],
+                            "loss_v1": losses[10],
+                            "loss_best": losses[-1],
+                        }
+                    ]
+                row.update(
+                    trial_id=trial_id,
+                    training_iteration=e,
+                    timestamp=1.7e9 + e,
+                    time_total_s=float(e),
+                    done=False,
+                    config=params,
+                )
+                fh.write(json.dumps(row) + "\n")
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke-test", metavar="SOURCE", help="24 x 4 from SOURCE, then measure")
+    parser.add_argument("--smoke-test", action="store_true", help="24 x 4, load twice")
+    parser.add_argument("--source", type=Path, help="--smoke-test: the source study")
+    parser.add_argument("--out", type=Path, help="--smoke-test: write the results as JSON")
     sub = parser.add_subparsers(dest="verb")
     mk = sub.add_parser("make", help="write a synthetic study")
     mk.add_argument("source", type=Path)
@@ -273,9 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("study", type=Path)
     args = parser.parse_args(argv)
     if args.smoke_test:
+        from benchmarks._common import markdown_table
+
         with tempfile.TemporaryDirectory() as tmp:
-            study = make(Path(args.smoke_test), Path(tmp) / "synthetic", 24, 4)
+            source = args.source or toy_source(Path(tmp) / "toy")
+            study = make(source, Path(tmp) / "synthetic", 24, 4)
             results = measure(study, ["load", "load-cached"])
+        rows = [
+            [r["kind"], f"{r['peak_rss_mb']:.0f}", f"{r['wall_s']:.1f}", r["rc"]] for r in results
+        ]
+        print(markdown_table(["command", "peak MB", "wall s", "rc"], rows))
+        if args.out:
+            args.out.write_text(json.dumps({"results": results}, indent=2))
         return 0 if all(r["rc"] == 0 for r in results) else 1
     if args.verb == "make":
         t0 = time.perf_counter()

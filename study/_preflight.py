@@ -2,7 +2,8 @@
 
 Before Ray starts (:func:`check_launch`): a Ray cluster answers at
 ``--address`` (a TCP probe with a short timeout: ``ray.init`` retries an
-unreachable address for minutes), the datasets are on disk or downloadable
+unreachable address for minutes), the CPUs and GPUs of this machine when
+Ray is to start here (:func:`check_local_resources`), the datasets are on disk or downloadable
 (an offline machine is detected by a short probe, not waited for), and the
 storage is writable. After connecting, before the Tuner
 (:func:`check_resources`): the cluster has the CPUs and GPUs one trial asks
@@ -27,6 +28,7 @@ __all__ = [
     "check_address",
     "check_datasets",
     "check_launch",
+    "check_local_resources",
     "check_resources",
     "check_storage_writable",
 ]
@@ -56,6 +58,8 @@ def check_launch(
         StudyLaunchError: One of them fails.
     """
     check_address(address)
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        check_local_resources(cfg)
     check_datasets(cfg, settings)
     check_storage_writable(root)
 
@@ -150,6 +154,37 @@ def check_resources(cfg: StudyConfig) -> None:
                 f"resources.{key.lower()}: each trial asks for {need:g} {key}, the Ray "
                 f"cluster has {float(have.get(key, 0)):g}"
             )
+
+
+def check_local_resources(cfg: StudyConfig) -> None:
+    """Refuse, before Ray starts, a study whose trial needs more CPUs or GPUs than
+    this machine has (the embedded instance gets exactly these).
+
+    GPUs are counted as Ray counts NVIDIA ones, without importing anything:
+    ``CUDA_VISIBLE_DEVICES`` when set, else the ``/dev/nvidiaN`` devices.
+
+    Raises:
+        StudyLaunchError: This machine lacks them.
+    """
+    have = {"CPU": float(os.cpu_count() or 1), "GPU": float(local_gpus())}
+    for key, need in (("GPU", cfg.resources.gpu), ("CPU", cfg.resources.cpu)):
+        if need and have[key] < float(need):
+            raise StudyLaunchError(
+                f"resources.{key.lower()}: each trial asks for {need:g} {key}, this "
+                f"machine has {have[key]:g} (use --address to run on a cluster)"
+            )
+
+
+def local_gpus() -> int:
+    """NVIDIA GPUs visible to a Ray instance started here."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        return 0
+    return sum(1 for n in names if n.startswith("nvidia") and n[len("nvidia") :].isdigit())
 
 
 def _values(cfg: StudyConfig, key: str, settings: Mapping[str, Any]) -> list[Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from study.cli import main
+from study.config import parse_study
 from tests.study._cli_driver import REPO, command, driver_env
 
 LIMIT_S = 15.0
@@ -92,20 +93,34 @@ def test_dataset_probe_does_not_wait_for_a_silent_host() -> None:
     assert why is not None and time.monotonic() - start < 3.0
 
 
-@pytest.mark.ray
-def test_gpus_the_cluster_does_not_have(
-    tmp_path: Path, write_study, base, capsys, ray_studies: None
+def test_gpus_this_machine_does_not_have(
+    tmp_path: Path, write_study, base, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ray
-
-    assert ray.cluster_resources().get("GPU", 0) == 0  # the test session's Ray has none
+    # Ray is to start here: refused before it starts, from the machine's GPUs.
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible, whatever the machine
     base["resources"] = {"gpu": 1}
     storage = tmp_path / "studies"
     line = _refused(capsys, ["run", str(write_study(base)), "--storage", str(storage)])
     assert line == (
-        "xsam-tune: error: resources.gpu: each trial asks for 1 GPU, the Ray cluster has 0"
+        "xsam-tune: error: resources.gpu: each trial asks for 1 GPU, this machine has 0 "
+        "(use --address to run on a cluster)"
     )
     assert not storage.exists()
+
+
+@pytest.mark.ray
+def test_gpus_the_cluster_does_not_have(base, ray_studies: None) -> None:
+    import ray
+
+    from study._errors import StudyLaunchError
+    from study._preflight import check_resources
+
+    assert ray.cluster_resources().get("GPU", 0) == 0  # the test session's Ray has none
+    base["resources"] = {"gpu": 0.5}
+    with pytest.raises(StudyLaunchError) as err:
+        check_resources(parse_study(base))
+    assert str(err.value) == "resources.gpu: each trial asks for 0.5 GPU, the Ray cluster has 0"
 
 
 def test_storage_not_writable(tmp_path: Path, write_study, base, capsys) -> None:

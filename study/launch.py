@@ -98,10 +98,11 @@ def run_study(
             the named study directory exists already, or there is no trainable.
     """
     root = _storage.storage_root(storage or cfg.storage)
-    choose_run_name(root, name, cfg.name)  # a taken --name is refused before Ray starts
     fixed = absolute_paths(cfg.trial_settings())
-    # Before anything imports Ray or torch: a study that cannot run fails in a second.
+    # Before anything imports Ray or torch: a study that cannot run fails in a second
+    # (first, so that a bad storage URI is named by the storage probe's short request).
     check_launch(cfg, root=root, address=address, settings=fixed)
+    choose_run_name(root, name, cfg.name)  # a taken --name is refused before Ray starts
     trainable = trainable or default_trainable()
     space = build_tune_space(cfg, fixed=fixed)
 

@@ -95,7 +95,7 @@ def mismatches(text: str) -> list[str]:
     if f"`{contract.ACCURACY_UNIT}`" not in accuracy:
         problems.append(f"Accuracy: the unit {contract.ACCURACY_UNIT!r} is not named")
     named = set(re.findall(r"`([A-Za-z_0-9.]+)`", text))
-    for group in ("ACCURACY_COLUMNS", "TIME_COLUMNS"):
+    for group in ("ACCURACY_COLUMNS", "TIME_COLUMNS", "CPU_TIME_COLUMNS"):
         absent = [c for c in getattr(contract, group) if c not in named]
         if absent or group not in named:
             problems.append(f"{group}: {absent or group} not in the document")

@@ -27,6 +27,7 @@ from trainables.data import Dataset, iterate_batches, load_dataset, make_dataloa
 from trainables.models import build_model
 from trainables.optim import SAM, XSAM, NullTimer, PhaseTimer, SharpnessAware, alpha_grid
 from xsam_contract import (
+    CPU_TIME_COLUMNS,
     OPTIMIZERS,
     PROBE_FIELDS,
     TIME_COLUMNS,
@@ -227,7 +228,7 @@ class Trial:
         timer = self.timer
         if isinstance(timer, PhaseTimer):
             timer.reset()
-        epoch_start = time.perf_counter()
+        epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
         self.model.train()
         totals = {
             "loss": torch.zeros((), device=self.device),
@@ -256,6 +257,7 @@ class Trial:
         if not self.diverged:
             self.best_test_acc = max(self.best_test_acc, test_acc)
         times = timer.seconds if isinstance(timer, PhaseTimer) else {}
+        cpu_times = timer.cpu_seconds if isinstance(timer, PhaseTimer) else {}
         search = self.last_search or {}
         row: dict[str, Any] = {
             "epoch": self.epoch,
@@ -281,6 +283,9 @@ class Trial:
         for column in TIME_COLUMNS[:-1]:
             row[column] = times.get(column.removeprefix("time_"), 0.0)
         row["time_epoch"] = time.perf_counter() - epoch_start
+        for column in CPU_TIME_COLUMNS[:-1]:
+            row[column] = cpu_times.get(column.removeprefix("cpu_"), 0.0)
+        row["cpu_epoch"] = time.process_time() - epoch_cpu_start
         return row
 
     def _alpha_in_use(self) -> float:

@@ -21,6 +21,7 @@ from xsam_contract._io import atomic_write, atomic_write_with
 from xsam_contract._metrics import (
     ACCURACY_COLUMNS,
     ACCURACY_UNIT,
+    CPU_TIME_COLUMNS,
     METRICS,
     PROBE_FIELDS,
     TIME_COLUMNS,
@@ -45,6 +46,7 @@ from xsam_contract._trial import (
 __all__ = [
     "ACCURACY_COLUMNS",
     "ACCURACY_UNIT",
+    "CPU_TIME_COLUMNS",
     "DATASETS",
     "METRICS",
     "MODELS",

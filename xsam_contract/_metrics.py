@@ -32,6 +32,11 @@ TIME_COLUMNS: tuple[str, ...] = (
     "time_epoch",
 )
 
+#: The same phases in CPU seconds of the trial's own process (all its threads): what
+#: the trial itself spent, whatever else shared the cores. On a GPU they miss the
+#: device's work; the wall times (taken with the device synchronised) count there.
+CPU_TIME_COLUMNS: tuple[str, ...] = tuple(c.replace("time_", "cpu_") for c in TIME_COLUMNS)
+
 #: The metrics row, in order.
 METRICS: dict[str, Field] = {
     "epoch": Field("Int64", "1-based epoch"),
@@ -60,6 +65,13 @@ METRICS: dict[str, Field] = {
     "time_data": Field("float64", "seconds: loading batches"),
     "time_eval": Field("float64", "seconds: evaluation"),
     "time_epoch": Field("float64", "seconds: the whole epoch"),
+    "cpu_ascent": Field("float64", "CPU seconds of the trial's process: ascent phase"),
+    "cpu_descent": Field("float64", "CPU seconds of the trial's process: descent phase"),
+    "cpu_probe": Field("float64", "CPU seconds of the trial's process: α search"),
+    "cpu_update": Field("float64", "CPU seconds of the trial's process: update phase"),
+    "cpu_data": Field("float64", "CPU seconds of the trial's process: loading batches"),
+    "cpu_eval": Field("float64", "CPU seconds of the trial's process: evaluation"),
+    "cpu_epoch": Field("float64", "CPU seconds of the trial's process: the whole epoch"),
 }
 
 #: Columns holding an accuracy (fractions, see :data:`ACCURACY_UNIT`).

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trainables.loop import METRICS, TIME_COLUMNS, RefreshPolicy, Trial
-from xsam_contract import PROBE_FIELDS, ConfigError, validate_trial_config
+from xsam_contract import CPU_TIME_COLUMNS, PROBE_FIELDS, ConfigError, validate_trial_config
 
 FAST = {"epochs": 2, "batch_size": 256, "threads": 1}
 
@@ -32,7 +32,7 @@ def fake_cifar(**kw):
 def compare_rows(a: dict, b: dict, skip: tuple[str, ...] = ()) -> None:
     """Rows agree on everything but wall-clock times (and `skip`)."""
     for k in METRICS:
-        if k in TIME_COLUMNS or k in skip:
+        if k in TIME_COLUMNS or k in CPU_TIME_COLUMNS or k in skip:
             continue
         if isinstance(a[k], float) and math.isnan(a[k]):
             assert math.isnan(b[k]), k
@@ -76,6 +76,10 @@ def test_phase_times_account_for_the_epoch() -> None:
         parts = sum(row[k] for k in TIME_COLUMNS if k != "time_epoch")
         assert 0.95 * row["time_epoch"] <= parts <= row["time_epoch"]
         assert all(row[k] > 0 for k in TIME_COLUMNS)
+        # The trial's own CPU seconds: every phase ran some, and they fit in the epoch's.
+        cpu_parts = sum(row[k] for k in CPU_TIME_COLUMNS if k != "cpu_epoch")
+        assert all(row[k] > 0 for k in CPU_TIME_COLUMNS)
+        assert cpu_parts <= row["cpu_epoch"] * 1.0001
 
 
 def test_timing_off_reports_zero_phase_times() -> None:

@@ -23,7 +23,13 @@ class NullTimer:
 
 
 class PhaseTimer(NullTimer):
-    """Accumulates wall-clock seconds per phase.
+    """Accumulates wall-clock and process CPU seconds per phase.
+
+    The CPU seconds (`time.process_time`: every thread of this process, so
+    torch's intra-op threads count) are the trial's own work: a neighbour
+    sharing the cores stretches the wall time but not them. On a GPU they
+    say little (the device's work is not CPU time); the wall times there
+    are taken with the device synchronised.
 
     Args:
         synchronize: called before each clock reading, e.g.
@@ -34,19 +40,22 @@ class PhaseTimer(NullTimer):
     def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
         self.synchronize = synchronize or (lambda: None)
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.synchronize()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.synchronize()
             self.seconds[name] += time.perf_counter() - start
+            self.cpu_seconds[name] += time.process_time() - cpu_start
 
     def reset(self) -> dict[str, float]:
-        """Return the totals so far and start again from zero."""
+        """Return the wall-clock totals so far and start again from zero (CPU totals too)."""
         totals = dict(self.seconds)
         self.seconds.clear()
+        self.cpu_seconds.clear()
         return totals

@@ -3,9 +3,12 @@
 Wall times of two trials that shared a machine are not a measurement of two
 methods: a neighbour's burst lands on one and not the other (the quickstart
 once showed XSAM 24 % *cheaper* than SAM that way). Within one trial, the
-α-search phase (``time_probe``) and the forward/backward passes
-(``time_ascent + time_descent``) run in the same process under the same
-load, so their ratio is what XSAM adds on top of the passes SAM also makes.
+α-search phase (``probe``) and the forward/backward passes (``ascent +
+descent``) run in the same process under the same load, so their ratio is
+what XSAM adds on top of the passes SAM also makes. On the CPU the phases'
+CPU seconds of the trial's own process (``cpu_*``) are used, which a
+neighbour does not stretch; on a GPU the synchronised wall times
+(``time_*``); the ``clock`` column says which.
 
 - :func:`epoch_shares`: per epoch after the first (the first carries warm-up)
   of every trial that probes: ``probe_pct`` = 100 · time_probe / (time_ascent
@@ -57,16 +60,30 @@ def epoch_shares(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     )
     ep = epochs[[c for c in epochs.columns if c not in info.columns or c == "trial_id"]]
     ep = ep.merge(info, on="trial_id", how="inner")
-    passes = _num(ep, "time_ascent") + _num(ep, "time_descent")
+    # On the CPU a trial's own CPU seconds are its work whatever shared the cores; on a GPU
+    # (or for rows written before the CPU columns existed) the synchronised wall times count.
+    cpu_passes = _num(ep, "cpu_ascent") + _num(ep, "cpu_descent")
+    on_cpu = (
+        ep["device"].astype("string").str.startswith("cpu").fillna(False).to_numpy(bool)
+        if ("device" in ep.columns)
+        else np.zeros(len(ep), bool)
+    )
+    use_cpu = on_cpu & (cpu_passes > 0).to_numpy(bool)
+
+    def phase(name: str) -> pd.Series:
+        return _num(ep, f"cpu_{name}").where(use_cpu, _num(ep, f"time_{name}"))
+
+    passes = phase("ascent") + phase("descent")
     npf = _num(ep, "n_probe_forward")
     nf, nb = _num(ep, "n_forward"), _num(ep, "n_backward")
     with np.errstate(divide="ignore", invalid="ignore"):
-        probe = 100.0 * _num(ep, "time_probe") / passes
-        update = 100.0 * _num(ep, "time_update") / passes
+        probe = 100.0 * phase("probe") / passes
+        update = 100.0 * phase("update") / passes
         floor = 100.0 * npf / ((nf - npf) + 2.0 * nb)
         k = _num(ep, "steps").fillna(0.0)
         steps_per_epoch = nb / (k + 1.0)
     out = ep.assign(
+        clock=np.where(use_cpu, "cpu", "wall"),
         probe_pct=probe,
         update_pct=update,
         floor_pct=floor,
@@ -80,6 +97,7 @@ def epoch_shares(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
         "steps",
         "refresh",
         "epoch",
+        "clock",
         "probe_pct",
         "update_pct",
         "floor_pct",

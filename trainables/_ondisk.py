@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CIFAR_FILES", "DOWNLOAD_HOSTS", "TINY_DIR", "dataset_missing", "host_reachable"]
+__all__ = [
+    "CIFAR_FILES",
+    "DOWNLOAD_HOSTS",
+    "TINY_DIR",
+    "dataset_missing",
+    "default_data_dir",
+    "host_reachable",
+    "resolve_data_dir",
+]
 
 #: CIFAR: dataset → (the archive torchvision downloads, the folder it extracts to).
 CIFAR_FILES = {
@@ -39,14 +47,14 @@ def dataset_missing(config: Mapping[str, Any], *, timeout: float = PROBE_TIMEOUT
 
     Args:
         config: Trial settings: ``dataset`` and ``data_dir`` (null: the
-            default data directory, as :func:`trainables.data.resolve_data_dir`).
+            default data directory, as :func:`resolve_data_dir`).
         timeout: Seconds to wait for the download host.
 
     Returns:
         A one-line reason naming the dataset and the data directory, or None.
     """
     name = config.get("dataset") or "mnist1d"
-    data_dir = _data_dir(config)
+    data_dir = resolve_data_dir(config)
     if name in CIFAR_FILES:
         archive, folder = CIFAR_FILES[name]
         if (data_dir / folder).is_dir() or (data_dir / archive).is_file():
@@ -90,8 +98,21 @@ def host_reachable(host: str, port: int, timeout: float) -> str | None:
     return outcome[0]
 
 
-def _data_dir(config: Mapping[str, Any]) -> Path:
-    raw = config.get("data_dir")
+def default_data_dir() -> Path:
+    """``$XSAM_DATA_DIR`` if set, else ``~/.cache/xsam-tune/data`` (``~`` expanded)."""
     env = os.environ.get("XSAM_DATA_DIR")
-    path = Path(str(raw) if raw else env or "~/.cache/xsam-tune/data").expanduser()
+    return Path(env or "~/.cache/xsam-tune/data").expanduser()
+
+
+def resolve_data_dir(config: Mapping[str, Any]) -> Path:
+    """The config's ``data_dir`` (``~`` expanded, made absolute), or the default.
+
+    Args:
+        config: Trial config.
+
+    Returns:
+        Absolute path of the data directory (not created).
+    """
+    raw = config.get("data_dir")
+    path = Path(str(raw)).expanduser() if raw else default_data_dir()
     return path.absolute()

@@ -93,6 +93,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables._ondisk import CIFAR_FILES, TINY_DIR, default_data_dir, resolve_data_dir
 from xsam_contract import DATASETS, RegistryError, atomic_write_with, trial_defaults
 
 __all__ = [
@@ -114,11 +115,6 @@ CIFAR_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
-_CIFAR_ARCHIVES = {
-    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py"),
-    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python"),
-}
-_TINY_DIR = "tiny-imagenet-200"
 _TINY_NATIVE = 64
 _TINY_CACHE_VERSION = 1
 _IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -461,26 +457,6 @@ def make_dataloader(
 # Files
 
 
-def default_data_dir() -> Path:
-    """``$XSAM_DATA_DIR`` if set, else ``~/.cache/xsam-tune/data`` (``~`` expanded)."""
-    env = os.environ.get("XSAM_DATA_DIR")
-    return Path(env or "~/.cache/xsam-tune/data").expanduser()
-
-
-def resolve_data_dir(config: Mapping[str, Any]) -> Path:
-    """The config's ``data_dir`` (``~`` expanded, made absolute), or the default.
-
-    Args:
-        config: Trial config.
-
-    Returns:
-        Absolute path of the data directory (not created).
-    """
-    raw = config.get("data_dir")
-    path = Path(str(raw)).expanduser() if raw else default_data_dir()
-    return path.absolute()
-
-
 def _write_cache(path: Path, write: Callable[[Any], None]) -> None:
     # Readers see the old file or the whole new one; a read-only data dir is
     # fine (the data is rebuilt next time).
@@ -608,7 +584,7 @@ def _load_cifar(name: str, data_dir: Path, augment: bool) -> Dataset:
     import torchvision.datasets as tvd
 
     cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-    archive, folder = _CIFAR_ARCHIVES[name]
+    archive, folder = CIFAR_FILES[name]
 
     def missing(cause: BaseException | None) -> DatasetError:
         why = f" (download failed: {cause})" if cause is not None else ""
@@ -668,7 +644,7 @@ def _tiny_listing(
     how = (
         f"Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it under "
         f"{data_dir} (so that {root / 'train'} exists), or set data_dir / $XSAM_DATA_DIR "
-        f"to the directory that contains {_TINY_DIR}/."
+        f"to the directory that contains {TINY_DIR}/."
     )
     train_dir, val_dir = root / "train", root / "val"
     if not train_dir.is_dir() or not val_dir.is_dir():
@@ -761,13 +737,13 @@ def _load_tinyimagenet(config: Mapping[str, Any], data_dir: Path) -> Dataset:
     image_size = config["image_size"]
     if image_size is not None and int(image_size) < 1:
         raise DatasetError(f"image_size must be a positive integer or null, got {image_size}")
-    root = data_dir / _TINY_DIR
+    root = data_dir / TINY_DIR
     if not root.is_dir():
         raise DatasetError(
             f"tinyimagenet is not in data directory {data_dir}: {root} does not exist. "
             f"Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it under "
             f"{data_dir}, or set data_dir / $XSAM_DATA_DIR to the directory that contains "
-            f"{_TINY_DIR}/."
+            f"{TINY_DIR}/."
         )
     size = int(image_size) if image_size else _TINY_NATIVE
     wnids_file = root / "wnids.txt"

@@ -939,7 +939,7 @@ def _summary(t: _RawTrial, metric: str) -> dict[str, Any]:
     if t.error_text is not None:
         text = _ANSI.sub("", t.error_text)
         out["failures"] = max(1, text.count("Failure # "))
-        out["error"] = _error_line(text)
+        out["error"] = xsam_contract.error_line(text) or "error.pkl present"
     else:
         out["failures"] = 0
     return out
@@ -948,19 +948,6 @@ def _summary(t: _RawTrial, metric: str) -> dict[str, Any]:
 def _whole(value: Any) -> int:
     x = _float(value)
     return int(x) if math.isfinite(x) else 0
-
-
-def _error_line(text: str) -> str:
-    """The error of the last failure in ``error.txt`` as one line: the first
-    line of its message (``SomeError: message``), as the run's closing table
-    shows it; ``error.pkl present`` when Ray left no text."""
-    last_failure = text.rsplit("Failure # ", 1)[-1]
-    lines = [ln.strip() for ln in last_failure.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        head = line.split(":", 1)[0]
-        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
-            return line
-    return lines[-1] if lines else "error.pkl present"
 
 
 def _probe_list(row: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from study._report import status_of
+from xsam_contract import error_line
 
 __all__ = ["PLAIN_PROGRESS_S", "Console", "TrialView", "error_reason", "format_duration"]
 
@@ -388,8 +389,7 @@ class Console:
 def error_reason(error_file: str | None) -> str:
     """The one-line reason of a trial's failure from its ``error.txt``.
 
-    Ray writes ``Failure # n ...`` headers and the remote traceback; the
-    reason is the last ``SomeError: message`` line of the last failure.
+    The reason is :func:`xsam_contract.error_line`, shortened to one screen line.
     """
     if not error_file:
         return "unknown error"
@@ -398,14 +398,8 @@ def error_reason(error_file: str | None) -> str:
             text = fh.read()
     except OSError:
         return "unknown error (no error log)"
-    last_failure = text.rsplit("Failure # ", 1)[-1]
-    lines = [ln.strip() for ln in last_failure.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        head, _, rest = line.partition(":")
-        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
-            # xsam_contract._trial.ConfigError -> ConfigError
-            return _shorten(head.rsplit(".", 1)[-1] + ":" + rest)
-    return _shorten(lines[-1]) if lines else "unknown error"
+    line = error_line(text)
+    return _shorten(line) if line else "unknown error"
 
 
 def format_duration(seconds: float) -> str:

@@ -34,7 +34,7 @@ from xsam_contract._registry import (
     Registry,
     RegistryError,
 )
-from xsam_contract._study import STATUSES, STUDY_FIELDS, STUDY_FILES
+from xsam_contract._study import STATUSES, STUDY_FIELDS, STUDY_FILES, error_line
 from xsam_contract._trial import (
     TRIAL_KEYS,
     ConfigError,
@@ -64,6 +64,7 @@ __all__ = [
     "RegistryError",
     "atomic_write",
     "atomic_write_with",
+    "error_line",
     "trial_defaults",
     "validate_trial_config",
 ]

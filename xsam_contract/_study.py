@@ -50,3 +50,24 @@ STATUSES: dict[str, str] = {
     "interrupted": "incomplete, and the study ended or stopped writing",
     "pending": "known to Ray but not started",
 }
+
+
+def error_line(text: str) -> str | None:
+    """The reason of a trial's last failure, from the text of its ``error.txt``.
+
+    Ray writes ``Failure # n …`` headers and the remote traceback; the reason
+    is the last ``SomeError: message`` line of the last failure, with the
+    error's module path dropped (``ConfigError: …``, not
+    ``xsam_contract._trial.ConfigError: …``). The run's closing table and the
+    analysis frames both label errored trials with it.
+
+    Returns:
+        That line, else the failure's last non-empty line, else None.
+    """
+    last_failure = text.rsplit("Failure # ", 1)[-1]
+    lines = [ln.strip() for ln in last_failure.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        head, _, rest = line.partition(":")
+        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
+            return head.rsplit(".", 1)[-1] + ":" + rest
+    return lines[-1] if lines else None

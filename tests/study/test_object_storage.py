@@ -222,10 +222,12 @@ def test_remote_mirror_reads_only_what_changed(
     tmp_path: Path,
     s3: S3,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     """A study uploaded to the bucket by hand: the mirror holds the reader's
     files (no checkpoints), a second read downloads nothing, a grown
-    ``result.json`` is downloaded again, and the frames equal a local load."""
+    ``result.json`` is downloaded again, the frames equal a local load, and
+    ``xsam-tune results URI`` reads it."""
     import analysis
 
     bucket = s3.bucket()
@@ -266,3 +268,13 @@ def test_remote_mirror_reads_only_what_changed(
     cols = ["trial_id", "epoch", "test_acc"]
     assert remote.epochs[cols].equals(here.epochs[cols])
     assert len(remote.epochs) == 7
+
+    # the CLI reads the URI too; a URI with no study is one line, exit 2
+    from study.cli import main
+
+    assert main(["results", uri]) == 0
+    out = capsys.readouterr().out
+    assert all(f"t{i}" in out for i in range(3)), out
+    assert main(["results", f"s3://{bucket}/studies/nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"xsam-tune: error: study directory not found: s3://{bucket}/studies/nosuch"]

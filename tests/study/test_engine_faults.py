@@ -519,10 +519,10 @@ def _last_row(trial_dir: Path) -> dict[str, Any]:
 
 
 def _non_time_metrics() -> list[str]:
-    """The metrics row of docs/contract.md without its wall-clock columns."""
+    """The metrics row of docs/contract.md without its wall-clock and CPU-time columns."""
     from trainables.loop import METRICS
 
-    return [m for m in METRICS if not m.startswith("time_")]
+    return [m for m in METRICS if not m.startswith(("time_", "cpu_"))]
 
 
 def _nan_safe(value: Any) -> Any:

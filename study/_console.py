@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from study._report import status_of
+from study._report import format_metric, status_of
 from xsam_contract import error_line
 
 __all__ = ["PLAIN_PROGRESS_S", "Console", "TrialView", "error_reason", "format_duration"]
@@ -185,7 +185,7 @@ class Console:
             return
         view = self._view(trial)
         self._end(view, trial, trial.last_result or {})
-        value = "-" if view.metric is None else f"{view.metric:.4g}"
+        value = "-" if view.metric is None else format_metric(self.metric, float(view.metric))
         self._event(
             "trial_finished",
             f"{view.label:<9} {view.trial_id}  {self.metric}={value}  "
@@ -289,7 +289,7 @@ class Console:
             parts.append(f"epochs {shown}{' …' if len(running) > 6 else ''}")
         best = self.best()
         if best is not None:
-            parts.append(f"best {self.metric} {best:.4g}")
+            parts.append(f"best {self.metric} {format_metric(self.metric, float(best))}")
         elapsed = now - run.start
         parts.append(f"{format_duration(elapsed)} elapsed")
         eta = self.eta(elapsed)

@@ -11,7 +11,7 @@ from study._errors import show_value
 from study._trial import trial_defaults
 from study.config import StudyConfig
 from study.space import count_trials, describe_space, swept_grid
-from xsam_contract import STATUSES
+from xsam_contract import ACCURACY_COLUMNS, STATUSES
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -24,7 +24,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     Returns:
         The table, header first, without a trailing newline.
     """
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[format_metric(c, row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
@@ -266,6 +266,13 @@ def _trial_id(result: Any) -> str:
     name = path.rstrip("/").rsplit("/", 1)[-1] if path else "?"
     match = re.match(r"(?:[0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?=_|$)", name)
     return match.group(0) if match else name
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A value as a person reads it: accuracies (fractions in rows) in percent."""
+    if name in ACCURACY_COLUMNS and isinstance(value, float) and math.isfinite(value):
+        return f"{100 * value:.2f}%"
+    return _cell(value)
 
 
 def _cell(value: Any) -> str:

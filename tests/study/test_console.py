@@ -64,13 +64,13 @@ def test_event_lines_progress_and_closing_labels() -> None:
     lines = text.splitlines()
     assert "started  a_00000  optimizer=sam, seed=0" in lines
     assert "started  a_00001  optimizer=sgd, seed=1" in lines
-    assert any(ln.startswith("finished  a_00000  test_acc=3.5  (3/3 epochs)") for ln in lines)
+    assert any(ln.startswith("finished  a_00000  test_acc=350.00%  (3/3 epochs)") for ln in lines)
     # not a terminal: plain progress lines, no carriage returns or escapes
     assert "\r" not in text and "\x1b" not in text
     progress = [ln for ln in lines if ln.startswith("progress: ")]
     assert progress, text
     assert "1/3 done, 1 running, 1 pending" in progress[-1]
-    assert "epochs e1/3" in progress[-1] and "best test_acc 3.5" in progress[-1]
+    assert "epochs e1/3" in progress[-1] and "best test_acc 350.00%" in progress[-1]
     assert "lr" not in text  # fixed settings are not swept values
     assert console.views()["a_00000"].label == "finished"
 
@@ -204,8 +204,9 @@ def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any])
         "steps",
         "seed",
     ]
-    assert lines[2].split() == ["t1", "finished", "3/3", "0.8", "sam", "2", "0"]
-    assert lines[3].split() == ["t2", "interrupted", "1/3", "0.6", "sgd", "-", "1"]
+    # accuracy, a fraction in the rows, reads in percent (ACCURACY_UNIT)
+    assert lines[2].split() == ["t1", "finished", "3/3", "80.00%", "sam", "2", "0"]
+    assert lines[3].split() == ["t2", "interrupted", "1/3", "60.00%", "sgd", "-", "1"]
     assert lines[4].split() == ["t3", "pending", "0/3", "-", "xsam", "1", "1"]
     assert lines[5].split() == ["1c75a828", "pending", "0/3", "-", "sgd", "-", "0"]
 
@@ -256,7 +257,7 @@ def test_console_in_a_terminal(tmp_path: Path) -> None:
     plain = "".join(seg[: seg.rfind("\n") + 1] for seg in segments)
     for optimizer in ("sgd", "sam", "xsam"):
         assert re.search(rf"^started  \S+  optimizer={optimizer}, seed=0$", plain, re.M), plain
-    finished = re.findall(r"^finished  \S+  test_acc=[0-9.]+  \(2/2 epochs\)$", plain, re.M)
+    finished = re.findall(r"^finished  \S+  test_acc=[0-9.]+%  \(2/2 epochs\)$", plain, re.M)
     assert len(finished) == 3, plain
     rows = _closing_rows(plain)
     assert [row[1:3] for row in rows] == [["finished", "2/2"]] * 3, plain

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,3 +71,13 @@ def tiny_study(
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+def wait_for_first_report(proc: subprocess.Popen, reports: Path, log: Path, timeout: float) -> None:
+    """Block until the light trainable has reported a row (``reports`` is not empty),
+    failing with the driver's log if it exits or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not (reports.exists() and reports.read_text().strip()):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.study._cli_driver import REPO, SLOW_ROWS, command, driver_env, tiny_study
+from tests.study._cli_driver import (
+    REPO,
+    SLOW_ROWS,
+    command,
+    driver_env,
+    tiny_study,
+    wait_for_first_report,
+)
 
 pytestmark = [pytest.mark.ray]
 
@@ -43,12 +50,7 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
                 text=True,
             )
         try:
-            reports = data / "reports.txt"
-            deadline = time.monotonic() + TIMEOUT
-            while not (reports.exists() and reports.read_text().strip()):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+            wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
             proc.send_signal(signal.SIGINT)
             rc = proc.wait(timeout=TIMEOUT)
         finally:
@@ -113,13 +115,9 @@ def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
                 command(*args), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         try:
-            reports = data / "reports.txt"
-            deadline = time.monotonic() + TIMEOUT
-            while not (reports.exists() and reports.read_text().strip()):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+            wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
             proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + TIMEOUT
             while "interrupted: stopping" not in log.read_text():  # the first was heard
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)

@@ -29,7 +29,14 @@ from analysis import _remote
 from study._errors import StudyLaunchError
 from study._preflight import check_storage_writable
 from tests._s3 import S3, free_port, s3, s3_strict  # noqa: F401  (pytest fixtures)
-from tests.study._cli_driver import REPO, SLOW_ROWS, command, driver_env, tiny_study
+from tests.study._cli_driver import (
+    REPO,
+    SLOW_ROWS,
+    command,
+    driver_env,
+    tiny_study,
+    wait_for_first_report,
+)
 
 LIMIT_S = 15.0
 
@@ -159,12 +166,7 @@ def test_study_in_the_bucket_resumed_from_elsewhere(
                 stderr=subprocess.STDOUT,
             )
         try:
-            reports = data / "reports.txt"
-            deadline = time.monotonic() + TIMEOUT
-            while not (reports.exists() and reports.read_text().strip()):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+            wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
             proc.send_signal(signal.SIGINT)
             rc = proc.wait(timeout=TIMEOUT)
         finally:

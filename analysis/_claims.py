@@ -512,15 +512,13 @@ def _cost(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
         if n < MIN_N:
             rows.append(_row(key, scope, **base, why=f"too few timed epochs (< {MIN_N}); {extra}"))
             continue
+        base.update(low=r["q25"], high=r["q75"], uncertainty=spread)  # the IQR, both below
         if r["below_floor"]:
             rows.append(
                 _row(
                     key,
                     scope,
                     **base,
-                    low=r["q25"],
-                    high=r["q75"],
-                    uncertainty=spread,
                     why=f"the whole IQR lies below half the analytic floor: the timing "
                     f"cannot be right as measured; {extra}",
                 )
@@ -536,9 +534,6 @@ def _cost(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
                 key,
                 scope,
                 **base,
-                low=r["q25"],
-                high=r["q75"],
-                uncertainty=spread,
                 verdict=verdict or "inconclusive",
                 why=f"{why}; {extra}",
             )

@@ -22,10 +22,13 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from study._errors import StudyConfigError, check_keys, show_value
 from study._values import is_int, is_number, member, same
+
+if TYPE_CHECKING:  # the algorithms import this module: which kinds each searches is theirs
+    from study._algorithms import Search
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -49,26 +52,25 @@ class Distribution:
 
     Class attributes:
         kind: The study-file name (``loguniform``).
-        algorithms: The search algorithms that can use it.
         exhaustive: Every value becomes a trial (a grid) instead of being drawn.
         listed: Its values are listed (grid, choice): a condition may name them.
         log: Drawn on a log scale.
     """
 
     kind: ClassVar[str] = ""
-    algorithms: ClassVar[frozenset[str]] = frozenset({"random", "optuna"})
     exhaustive: ClassVar[bool] = False
     listed: ClassVar[bool] = False
     log: ClassVar[bool] = False
 
     @classmethod
-    def parse(cls, body: Any, where: str, algorithm: str | None = None) -> Distribution:
+    def parse(cls, body: Any, where: str, algorithm: type[Search] | None = None) -> Distribution:
         """Validate the body of a study-file entry (``[0.01, 1.0]``) and build the distribution.
 
         Args:
             body: The value under the distribution's key.
             where: Dotted path of the body, for errors (``space.rho.loguniform``).
-            algorithm: The study's search algorithm (some check more for Optuna).
+            algorithm: The study's search algorithm (some refuse more values, see
+                :meth:`study._algorithms.Search.check_listed_value`).
 
         Raises:
             StudyConfigError: The body is not valid for this kind.
@@ -124,7 +126,7 @@ class _Listed(Distribution):
     listed: ClassVar[bool] = True
 
     @classmethod
-    def parse(cls, body: Any, where: str, algorithm: str | None = None) -> Distribution:
+    def parse(cls, body: Any, where: str, algorithm: type[Search] | None = None) -> Distribution:
         if not isinstance(body, list) or not body:
             raise StudyConfigError(where, body, "a non-empty list of values")
         for i, v in enumerate(body):
@@ -132,10 +134,8 @@ class _Listed(Distribution):
                 raise StudyConfigError(
                     f"{where}[{i}]", v, "each value once", problem="duplicate value"
                 )
-            if algorithm == "optuna" and not (v is None or isinstance(v, (bool, int, float, str))):
-                raise StudyConfigError(
-                    f"{where}[{i}]", v, "null, a boolean, a number or a string (Optuna choices)"
-                )
+            if algorithm is not None:
+                algorithm.check_listed_value(v, f"{where}[{i}]")
         return cls(values=tuple(body))
 
     def body(self) -> Any:
@@ -172,7 +172,6 @@ class Grid(_Listed):
     """``{grid: [v, ...]}``: every value, one trial each (grid and random search)."""
 
     kind: ClassVar[str] = "grid"
-    algorithms: ClassVar[frozenset[str]] = frozenset({"grid", "random"})
     exhaustive: ClassVar[bool] = True
 
     def tune_domain(self) -> Any:
@@ -209,7 +208,7 @@ class _Range(Distribution):
     form: ClassVar[str] = "[lo, hi]"
 
     @classmethod
-    def parse(cls, body: Any, where: str, algorithm: str | None = None) -> Distribution:
+    def parse(cls, body: Any, where: str, algorithm: type[Search] | None = None) -> Distribution:
         size = cls.form.count(",") + 1
         if not isinstance(body, list) or len(body) != size:
             raise StudyConfigError(where, body, f"a list {cls.form}")
@@ -390,14 +389,15 @@ DISTRIBUTIONS: dict[str, type[Distribution]] = {
 
 
 def parse_distribution(
-    spec: Any, where: str, algorithm: str | None = None
+    spec: Any, where: str, algorithm: type[Search] | None = None
 ) -> tuple[Distribution, Any]:
     """Read one ``space`` entry: its distribution, and its raw ``when`` (None if absent).
 
     Args:
         spec: The entry (``{loguniform: [0.01, 1.0], when: {optimizer: xsam}}``).
         where: Dotted path of the entry (``space.rho``).
-        algorithm: The study's search algorithm; None accepts every kind.
+        algorithm: The study's search algorithm (a class of
+            :data:`study._algorithms.ALGORITHMS`); None accepts every kind.
 
     Returns:
         The distribution and the entry's ``when`` value as written.
@@ -414,17 +414,6 @@ def parse_distribution(
     if len(kinds) != 1:
         raise StudyConfigError(where, spec, shape)
     cls = DISTRIBUTIONS[kinds[0]]
-    if algorithm is not None and algorithm not in cls.algorithms:
-        if algorithm == "grid":
-            raise StudyConfigError(
-                where,
-                problem=f"search.algorithm grid needs {{grid: [...]}}, got {cls.kind}",
-                allowed="grid (or use algorithm random or optuna)",
-            )
-        usable = [k for k, c in DISTRIBUTIONS.items() if algorithm in c.algorithms]
-        raise StudyConfigError(
-            f"{where}.{cls.kind}",
-            problem=f"search.algorithm {algorithm} cannot take a {cls.kind}",
-            allowed=", ".join(usable[:-1]) + f" or {usable[-1]}",
-        )
+    if algorithm is not None and not algorithm.accepts(cls):
+        raise algorithm.refuse(cls, where)
     return cls.parse(spec[cls.kind], f"{where}.{cls.kind}", algorithm), spec.get(WHEN)

@@ -10,7 +10,7 @@ from typing import Any
 from study._errors import show_value
 from study._trial import trial_defaults
 from study.config import StudyConfig
-from study.space import count_trials, describe_space, swept_grid
+from study.space import count_trials, describe_space
 from xsam_contract import ACCURACY_COLUMNS, STATUSES
 
 
@@ -32,23 +32,15 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
 
 
 def describe_study(cfg: StudyConfig) -> str:
-    """What ``xsam-tune run --dry-run`` prints: the settings, then the trial
-    list (grid) or the search space (random, optuna)."""
+    """What ``xsam-tune run --dry-run`` prints: the settings, then the trials
+    when the search algorithm lists them beforehand (grid), else the search
+    space (random, optuna)."""
     search = cfg.search
     objective = ", ".join(f"{m.name} ({m.mode})" for m in cfg.metrics)
-    how = search.algorithm + (f", sampler {search.sampler}" if search.sampler else "")
-    if search.seed is not None:
-        how += f", seed {search.seed}"
     lines = [
-        f"study {cfg.name}: {count_trials(cfg)} trials ({how})",
+        f"study {cfg.name}: {count_trials(cfg)} trials ({search.describe()})",
         f"  objective: {objective}",
-        f"  scheduler: {cfg.scheduler.name}"
-        + (
-            f" (grace {cfg.scheduler.grace_period}, reduction {cfg.scheduler.reduction_factor}"
-            f", max_t {cfg.scheduler.max_t})"
-            if cfg.scheduler.name == "asha"
-            else ""
-        ),
+        f"  scheduler: {cfg.scheduler.describe()}",
         f"  resources per trial: cpu {cfg.resources.cpu}, gpu {cfg.resources.gpu}"
         + (
             f"; at most {cfg.effective_concurrency()} at once"
@@ -60,8 +52,8 @@ def describe_study(cfg: StudyConfig) -> str:
         + (", ".join(f"{k}={_cell(v)}" for k, v in cfg.trial_settings().items()) or "(defaults)"),
         "",
     ]
-    if search.algorithm == "grid":
-        trials = swept_grid(cfg)
+    trials = search.listed_trials(cfg)
+    if trials is not None:
         columns = ["#", *(p.name for p in cfg.space)]
         lines.append(format_table([{"#": i, **t} for i, t in enumerate(trials)], columns))
     else:

@@ -2,7 +2,9 @@
 
 Plain frozen dataclasses; building one does not validate it (use
 :func:`study.parse_study`). ``StudyConfig.to_dict`` writes the study back as a
-study file that ``parse_study`` reads to an equal config.
+study file that ``parse_study`` reads to an equal config. The search algorithm
+and the scheduler are one class per name, in :mod:`study._algorithms` and
+:mod:`study._schedulers`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from study._algorithms import GridSearch, Search
 from study._distributions import Distribution
 from study._errors import plain
+from study._schedulers import NoScheduler, Scheduler
 from study._trial import trial_defaults
 from study._values import member
 
@@ -91,37 +95,6 @@ class Metric:
 
 
 @dataclass(frozen=True)
-class Search:
-    """How the space is searched.
-
-    Attributes:
-        algorithm: ``grid``, ``random`` or ``optuna``.
-        num_samples: Repetitions of the grid (grid) or number of trials.
-        seed: Seed of the random draws / of the Optuna sampler.
-        sampler: Optuna sampler name (optuna only).
-        points_to_evaluate: Configurations tried first (random, optuna).
-        max_concurrent: Trials the searcher keeps in flight at most.
-    """
-
-    algorithm: str = "grid"
-    num_samples: int = 1
-    seed: int | None = None
-    sampler: str | None = None
-    points_to_evaluate: tuple[Mapping[str, Any], ...] = ()
-    max_concurrent: int | None = None
-
-
-@dataclass(frozen=True)
-class Scheduler:
-    """Trial scheduler: ``none`` (FIFO) or ``asha`` (early stopping by epoch)."""
-
-    name: str = "none"
-    grace_period: int = 1
-    reduction_factor: float = 3
-    max_t: int | None = None
-
-
-@dataclass(frozen=True)
 class Resources:
     """Resources of one trial (``gpu`` may be fractional, e.g. 0.25)."""
 
@@ -138,9 +111,11 @@ class StudyConfig:
         description: Free text.
         trial: Fixed trial settings (docs/contract.md keys).
         space: Swept parameters in file order.
-        search: Search algorithm settings.
+        search: The search algorithm and its settings (a class of
+            :data:`study._algorithms.ALGORITHMS`).
         metrics: One objective, or several (Optuna multi-objective).
-        scheduler: Trial scheduler.
+        scheduler: The trial scheduler and its settings (a class of
+            :data:`study._schedulers.SCHEDULERS`).
         resources: Per-trial resources.
         max_concurrent_trials: Cap on trials running at once (None: no cap).
         max_failures: Retries of a trial whose worker fails (-1: unlimited).
@@ -154,9 +129,9 @@ class StudyConfig:
     description: str | None = None
     trial: Mapping[str, Any] = field(default_factory=dict)
     space: tuple[Param, ...] = ()
-    search: Search = field(default_factory=Search)
+    search: Search = field(default_factory=GridSearch)
     metrics: tuple[Metric, ...] = (Metric("test_acc", "max"),)
-    scheduler: Scheduler = field(default_factory=Scheduler)
+    scheduler: Scheduler = field(default_factory=NoScheduler)
     resources: Resources = field(default_factory=Resources)
     max_concurrent_trials: int | None = None
     max_failures: int = 2
@@ -210,23 +185,6 @@ class StudyConfig:
     def to_dict(self) -> dict[str, Any]:
         """The study as a study file (defaults filled in); :func:`parse_study`
         reads it back to an equal config."""
-        search: dict[str, Any] = {
-            "algorithm": self.search.algorithm,
-            "num_samples": self.search.num_samples,
-            "seed": self.search.seed,
-        }
-        if self.search.algorithm == "optuna":
-            search["sampler"] = self.search.sampler
-        if self.search.points_to_evaluate:
-            search["points_to_evaluate"] = [dict(p) for p in self.search.points_to_evaluate]
-        search["max_concurrent"] = self.search.max_concurrent
-        scheduler: dict[str, Any] = {"name": self.scheduler.name}
-        if self.scheduler.name == "asha":
-            scheduler.update(
-                grace_period=self.scheduler.grace_period,
-                reduction_factor=self.scheduler.reduction_factor,
-                max_t=self.scheduler.max_t,
-            )
         metrics = [{"name": m.name, "mode": m.mode} for m in self.metrics]
         out: dict[str, Any] = {"name": self.name}
         if self.description is not None:
@@ -234,9 +192,9 @@ class StudyConfig:
         out.update(
             trial=dict(self.trial),
             space={p.name: p.to_dict() for p in self.space},
-            search=search,
+            search=self.search.to_dict(),
             metric=metrics if self.multi_objective else metrics[0],
-            scheduler=scheduler,
+            scheduler=self.scheduler.to_dict(),
             resources={"cpu": self.resources.cpu, "gpu": self.resources.gpu},
             max_concurrent_trials=self.max_concurrent_trials,
             max_failures=self.max_failures,

@@ -9,9 +9,7 @@ from typing import Any
 
 from study import _storage
 from study._errors import StudyLaunchError
-from study._samplers import SAMPLERS
 from study._schema import StudyConfig
-from study._state import cache_dir
 from study.space import TuneSpace, count_trials
 from xsam_contract import STUDY_FILES
 
@@ -87,8 +85,8 @@ def build_tuner(
             # TuneConfig takes one metric.
             metric=cfg.metric if single else None,
             mode=cfg.mode if single else None,
-            search_alg=_searcher(cfg, space, run_name, _storage.join(root, run_name)),
-            scheduler=_scheduler(cfg),
+            search_alg=cfg.search.searcher(cfg, space, run_name, _storage.join(root, run_name)),
+            scheduler=cfg.scheduler.build(),
             num_samples=space.num_samples,
             reuse_actors=True,
             trial_dirname_creator=TrialDirname([p.name for p in cfg.space]),
@@ -147,69 +145,3 @@ def absolute_paths(settings: Mapping[str, Any]) -> dict[str, Any]:
     if relative and not _storage.is_uri(data_dir) and not data_dir.startswith("~"):
         out["data_dir"] = os.path.abspath(data_dir)
     return out
-
-
-def _searcher(cfg: StudyConfig, space: TuneSpace, run_name: str, study_dir: str) -> Any:
-    from ray.tune.search import ConcurrencyLimiter
-
-    from study._searchers import (
-        JournaledOptunaSearch,
-        ListSearcher,
-        StudySearchGenerator,
-        StudyVariantGenerator,
-    )
-
-    # Study* generators: after a resume, new trials go to the study's directory
-    # where it is now (study._searchers.resumed_in).
-    cap = cfg.effective_concurrency()
-    if space.kind == "native":
-        return StudyVariantGenerator(
-            points_to_evaluate=space.points_to_evaluate,
-            max_concurrent=cap or 0,
-            random_state=cfg.search.seed,
-        )
-    if space.kind == "list":
-        searcher = ListSearcher(space.trials or [])
-    else:
-        if _storage.is_uri(study_dir):
-            # Optuna's journal needs a local file: keep it in the cache, upload a copy.
-            journal = str(cache_dir() / "journals" / run_name / JOURNAL_NAME)
-            upload = _storage.join(study_dir, JOURNAL_NAME)
-        else:
-            journal, upload = _storage.join(study_dir, JOURNAL_NAME), None
-        searcher = JournaledOptunaSearch(
-            space=space.optuna_space,
-            metric=cfg.metric,
-            mode=cfg.mode,
-            points_to_evaluate=space.points_to_evaluate,
-            sampler=_sampler(cfg),
-            study_name=run_name,
-            journal_path=journal,
-            journal_study=run_name,
-            journal_upload=upload,
-        )
-    return StudySearchGenerator(
-        ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher
-    )
-
-
-def _sampler(cfg: StudyConfig) -> Any:
-    import optuna
-
-    # Optuna logs every study it creates or loads; Ray Tune shows the progress.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return SAMPLERS[cfg.search.sampler or "tpe"].build(cfg.search.seed)
-
-
-def _scheduler(cfg: StudyConfig) -> Any:
-    if cfg.scheduler.name != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    # One report per epoch: training_iteration counts epochs.
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=cfg.scheduler.max_t,
-        grace_period=cfg.scheduler.grace_period,
-        reduction_factor=cfg.scheduler.reduction_factor,
-    )

@@ -8,11 +8,12 @@ Trial keys and their values are checked by the contract's validator
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from study._algorithms import ALGORITHMS, Search, joined
+from study._checks import MAX_EPOCHS, MAX_TRIALS, check_int, check_optional_int
 from study._distributions import parse_distribution
 from study._errors import (
     StudyConfigError,
@@ -24,14 +25,13 @@ from study._errors import (
     unknown_key,
 )
 from study._samplers import SAMPLERS
-from study._schema import Metric, Param, Resources, Scheduler, Search, StudyConfig
+from study._schedulers import SCHEDULERS, Scheduler
+from study._schema import Metric, Param, Resources, StudyConfig
 from study._trial import metric_names, trial_defaults, trial_keys, trial_validator
 from study._values import is_int, is_number, member
 
 __all__ = ["ALGORITHMS", "NAME", "NAME_ALLOWED", "SAMPLERS", "SCHEDULERS", "parse_study"]
 
-ALGORITHMS: tuple[str, ...] = ("grid", "random", "optuna")
-SCHEDULERS: tuple[str, ...] = ("none", "asha")
 _URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file", "memory")
 #: A study name and a study-directory name (``--name``), and what the pattern allows.
 #: At most 100 characters: a dated suffix and Ray's files below it must still fit the
@@ -40,14 +40,14 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_ALLOWED = "at most 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 # Upper bounds of the settings that reach Ray, NumPy or the OS: beyond them a
 # study waits forever (no node has 1e9 CPUs) or crashes in a library.
-_MAX_TRIALS = 1_000_000
-_MAX_EPOCHS = 1_000_000
 _MAX_CPU = 1024
 _MAX_GPU = 64
 _MAX_FAILURES = 1000
 _MAX_KEEP = 1000
 #: NumPy's RandomState (under Optuna's and Ray's samplers) takes a seed below 2**32.
 _MAX_SEARCH_SEED = 2**32 - 1
+#: Keys of the ``search`` section that every algorithm takes (each has its own too).
+_COMMON_SEARCH_KEYS = ("algorithm", "num_samples", "seed", "points_to_evaluate", "max_concurrent")
 _TOP_KEYS = (
     "name",
     "description",
@@ -63,17 +63,6 @@ _TOP_KEYS = (
     "checkpoint_every",
     "keep_checkpoints",
 )
-_SEARCH_KEYS = (
-    "algorithm",
-    "num_samples",
-    "seed",
-    "sampler",
-    "points_to_evaluate",
-    "max_concurrent",
-)
-_SCHEDULER_KEYS = {"none": ("name",), "asha": ("name", "grace_period", "reduction_factor", "max_t")}
-_DEFAULT_NUM_SAMPLES = {"grid": 1, "random": 10, "optuna": 20}
-_DEFAULT_OPTUNA_CONCURRENCY = 4
 # Grids larger than this are still run, but only their first combinations are
 # checked one by one against the trial validator before the start.
 _MAX_CHECKED_COMBINATIONS = 5000
@@ -111,25 +100,26 @@ def parse_study(data: Any, *, source: str | None = None) -> StudyConfig:
 
     trial = _parse_trial(data.get("trial"))
     search_raw = _mapping(data.get("search"), "search")
-    algorithm = search_raw.get("algorithm", "grid")
-    if algorithm not in ALGORITHMS:
-        raise StudyConfigError("search.algorithm", algorithm, one_of(ALGORITHMS))
+    chosen = search_raw.get("algorithm", "grid")
+    if not isinstance(chosen, str) or chosen not in ALGORITHMS:
+        raise StudyConfigError("search.algorithm", chosen, one_of(ALGORITHMS))
+    algorithm = ALGORITHMS[chosen]
     space = _parse_space(data.get("space"), trial, algorithm)
     metrics = _parse_metrics(data.get("metric"), algorithm)
     search = _parse_search(search_raw, algorithm, space, len(metrics) > 1)
-    checkpoint_every = _int(
-        data.get("checkpoint_every", 1), "checkpoint_every", minimum=0, maximum=_MAX_EPOCHS
+    checkpoint_every = check_int(
+        data.get("checkpoint_every", 1), "checkpoint_every", minimum=0, maximum=MAX_EPOCHS
     )
     scheduler = _parse_scheduler(data.get("scheduler"), metrics, trial, space)
     resources = _parse_resources(data.get("resources"), trial)
-    max_concurrent = _optional_int(
-        data.get("max_concurrent_trials"), "max_concurrent_trials", 1, _MAX_TRIALS
+    max_concurrent = check_optional_int(
+        data.get("max_concurrent_trials"), "max_concurrent_trials", 1, MAX_TRIALS
     )
-    max_failures = _int(
+    max_failures = check_int(
         data.get("max_failures", 2), "max_failures", minimum=-1, maximum=_MAX_FAILURES
     )
     storage = _parse_storage(data.get("storage", "./studies"))
-    keep = _optional_int(data.get("keep_checkpoints", 2), "keep_checkpoints", 1, _MAX_KEEP)
+    keep = check_optional_int(data.get("keep_checkpoints", 2), "keep_checkpoints", 1, _MAX_KEEP)
 
     cfg = StudyConfig(
         name=name,
@@ -166,7 +156,7 @@ def _parse_trial(raw: Any) -> dict[str, Any]:
     return trial
 
 
-def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: str) -> tuple[Param, ...]:
+def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: type[Search]) -> tuple[Param, ...]:
     space_raw = _mapping(raw, "space")
     keys = trial_keys()
     params: list[Param] = []
@@ -240,7 +230,7 @@ def _parse_space(raw: Any, trial: Mapping[str, Any], algorithm: str) -> tuple[Pa
     return tuple(params)
 
 
-def _parse_param(name: str, spec: Any, algorithm: str) -> Param:
+def _parse_param(name: str, spec: Any, algorithm: type[Search]) -> Param:
     where = f"space.{name}"
     dist, when = parse_distribution(spec, where, algorithm)
     return Param(name, dist, when=_parse_when(when, f"{where}.when"))
@@ -301,7 +291,7 @@ def _at(where: str, given: Mapping[str, Any]) -> ErrorFactory:
     return error
 
 
-def _parse_metrics(raw: Any, algorithm: str) -> tuple[Metric, ...]:
+def _parse_metrics(raw: Any, algorithm: type[Search]) -> tuple[Metric, ...]:
     if raw is None:
         raise StudyConfigError(
             "metric", allowed="{name: test_acc, mode: max} or a list of such for optuna"
@@ -332,65 +322,56 @@ def _parse_metrics(raw: Any, algorithm: str) -> tuple[Metric, ...]:
                 f"{where}.name", m["name"], "each metric once", problem="duplicate metric"
             )
         metrics.append(Metric(m["name"], m["mode"]))
-    if len(metrics) > 1 and algorithm != "optuna":
+    if len(metrics) > 1 and not algorithm.multi_objective:
+        able = [name for name, c in ALGORITHMS.items() if c.multi_objective]
         raise StudyConfigError(
             "metric",
             [m.name for m in metrics],
-            "a single metric (several objectives need search.algorithm optuna)",
+            f"a single metric (several objectives need search.algorithm {joined(able)})",
         )
     return tuple(metrics)
 
 
+def _search_keys() -> tuple[str, ...]:
+    """The keys of the ``search`` section: every algorithm's, then each one's own."""
+    own = [k for c in ALGORITHMS.values() for k in c.keys]
+    return ("algorithm", "num_samples", "seed", *dict.fromkeys(own), *_COMMON_SEARCH_KEYS[3:])
+
+
 def _parse_search(
-    raw: Mapping[str, Any], algorithm: str, space: Sequence[Param], multi: bool
+    raw: Mapping[str, Any], algorithm: type[Search], space: Sequence[Param], multi: bool
 ) -> Search:
-    check_keys(raw, "search", _SEARCH_KEYS)
-    num_samples = _int(
-        raw.get("num_samples", _DEFAULT_NUM_SAMPLES[algorithm]),
+    check_keys(raw, "search", _search_keys())
+    num_samples = check_int(
+        raw.get("num_samples", algorithm.default_num_samples),
         "search.num_samples",
         minimum=1,
-        maximum=_MAX_TRIALS,
+        maximum=MAX_TRIALS,
     )
     seed = raw.get("seed")
     if seed is not None and not (is_int(seed) and 0 <= seed <= _MAX_SEARCH_SEED):
         raise StudyConfigError(
             "search.seed", seed, f"an integer in [0, {_MAX_SEARCH_SEED}] or null"
         )
-    sampler = raw.get("sampler")
-    if algorithm == "optuna":
-        sampler = "tpe" if sampler is None else sampler
-        if sampler not in SAMPLERS:
-            raise StudyConfigError("search.sampler", sampler, one_of(SAMPLERS))
-        if multi and not SAMPLERS[sampler].multi_objective:
+    for key, value in raw.items():
+        if key not in _COMMON_SEARCH_KEYS and key not in algorithm.keys and value is not None:
+            owners = [name for name, c in ALGORITHMS.items() if key in c.keys]
             raise StudyConfigError(
-                "search.sampler",
-                sampler,
-                one_of([s for s, m in SAMPLERS.items() if m.multi_objective])
-                + " (several objectives)",
+                f"search.{key}", value, f"nothing (a {key} is only for algorithm {joined(owners)})"
             )
-        package = SAMPLERS[sampler].package
-        if package and importlib.util.find_spec(package) is None:
-            raise StudyConfigError(
-                "search.sampler",
-                sampler,
-                f"a sampler whose package is installed ({sampler} needs `pip install {package}`)",
-            )
-    elif sampler is not None:
-        raise StudyConfigError(
-            "search.sampler", sampler, "nothing (a sampler is only for algorithm optuna)"
-        )
+    settings = algorithm.parse_settings(raw, multi=multi)
     max_concurrent = raw.get("max_concurrent")
-    if max_concurrent is None and algorithm == "optuna":
-        # TPE learns only from finished trials: many in flight means blind draws.
-        max_concurrent = _DEFAULT_OPTUNA_CONCURRENCY
-    max_concurrent = _optional_int(max_concurrent, "search.max_concurrent", 1, _MAX_TRIALS)
+    if max_concurrent is None:
+        max_concurrent = algorithm.default_max_concurrent
+    max_concurrent = check_optional_int(max_concurrent, "search.max_concurrent", 1, MAX_TRIALS)
 
     points_raw = raw.get("points_to_evaluate") or []
-    if points_raw and algorithm == "grid":
+    if points_raw and not algorithm.takes_points:
+        takers = [name for name, c in ALGORITHMS.items() if c.takes_points]
         raise StudyConfigError(
             "search.points_to_evaluate",
             points_raw,
-            "nothing for algorithm grid (only random and optuna)",
+            f"nothing for algorithm {algorithm.name} (only {joined(takers, 'and')})",
         )
     if not isinstance(points_raw, list):
         raise StudyConfigError(
@@ -426,13 +407,12 @@ def _parse_search(
                     f"{where}.{key}", value, f"nothing: {key} is only set when {p.describe_when()}"
                 )
         points.append(dict(point))
-    return Search(
-        algorithm=algorithm,
+    return algorithm(
         num_samples=num_samples,
         seed=seed,
-        sampler=sampler if algorithm == "optuna" else None,
         points_to_evaluate=tuple(points),
         max_concurrent=max_concurrent,
+        **settings,
     )
 
 
@@ -441,25 +421,16 @@ def _parse_scheduler(
 ) -> Scheduler:
     sched = _mapping(raw, "scheduler")
     name = sched.get("name", "none")
-    if name not in SCHEDULERS:
+    if not isinstance(name, str) or name not in SCHEDULERS:
         raise StudyConfigError("scheduler.name", name, one_of(SCHEDULERS))
-    check_keys(sched, "scheduler", _SCHEDULER_KEYS[name], what=f"key for scheduler {name}")
-    if name == "none":
-        return Scheduler()
-    if len(metrics) > 1:
-        raise StudyConfigError("scheduler.name", name, "none (ASHA needs a single metric)")
-    grace = _int(
-        sched.get("grace_period", 1), "scheduler.grace_period", minimum=1, maximum=_MAX_EPOCHS
-    )
-    factor = sched.get("reduction_factor", 3)
-    if not is_number(factor) or not 1 < factor <= 1000:
-        raise StudyConfigError("scheduler.reduction_factor", factor, "a number > 1 and <= 1000")
-    max_t = _optional_int(sched.get("max_t"), "scheduler.max_t", 1, _MAX_EPOCHS)
-    if max_t is None:
-        max_t = _max_epochs(trial, space)
-    if grace > max_t:
-        raise StudyConfigError("scheduler.grace_period", grace, f"at most max_t = {max_t} epochs")
-    return Scheduler(name, grace, factor, max_t)
+    cls = SCHEDULERS[name]
+    check_keys(sched, "scheduler", ("name", *cls.keys), what=f"key for scheduler {name}")
+    if len(metrics) > 1 and not cls.multi_objective:
+        able = [n for n, c in SCHEDULERS.items() if c.multi_objective]
+        raise StudyConfigError(
+            "scheduler.name", name, f"{joined(able)} ({cls.title} needs a single metric)"
+        )
+    return cls.parse(sched, max_epochs=_max_epochs(trial, space))
 
 
 def _max_epochs(trial: Mapping[str, Any], space: Sequence[Param]) -> int:
@@ -502,12 +473,11 @@ def _parse_storage(raw: Any) -> str:
 
 def _check_combinations(cfg: StudyConfig) -> None:
     """Check whole grid trials against the trial validator (cross-key rules)."""
-    if cfg.search.algorithm != "grid" or not cfg.space:
+    listed = cfg.search.listed_trials(cfg, repeat=False) if cfg.space else None
+    if listed is None:
         return
-    from study.space import swept_grid
-
     fixed = cfg.trial_settings()
-    for i, swept in enumerate(swept_grid(cfg, repeat=False)):
+    for i, swept in enumerate(listed):
         if i >= _MAX_CHECKED_COMBINATIONS:
             break
 
@@ -547,20 +517,6 @@ def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
         if not isinstance(key, str):
             raise StudyConfigError(f"{where}.{key}", problem="keys must be strings")
     return raw
-
-
-def _int(value: Any, where: str, *, minimum: int, maximum: int) -> int:
-    if not is_int(value) or not minimum <= value <= maximum:
-        raise StudyConfigError(where, value, f"an integer in [{minimum}, {maximum}]")
-    return value
-
-
-def _optional_int(value: Any, where: str, minimum: int, maximum: int) -> int | None:
-    if value is None:
-        return None
-    if not is_int(value) or not minimum <= value <= maximum:
-        raise StudyConfigError(where, value, f"null or an integer in [{minimum}, {maximum}]")
-    return value
 
 
 def _unwrap(values: Sequence[Any]) -> Any:

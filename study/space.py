@@ -1,6 +1,7 @@
 """Swept parameters → Ray Tune ``param_space`` / an Optuna define-by-run space.
 
-Three shapes come out of a :class:`~study.config.StudyConfig`:
+The study's search algorithm (:mod:`study._algorithms`) decides which of three
+shapes comes out of a :class:`~study.config.StudyConfig`, with the helpers here:
 
 * grid/random without conditions: a Ray Tune ``param_space`` of
   ``tune.grid_search``/``tune.choice``/``tune.uniform``/… over the fixed trial
@@ -14,13 +15,13 @@ Three shapes come out of a :class:`~study.config.StudyConfig`:
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from study._schema import Param, StudyConfig
+if TYPE_CHECKING:  # the algorithms (study._algorithms) import this module for its helpers
+    from study._schema import Param, StudyConfig
 
 __all__ = [
     "OptunaSpace",
@@ -126,15 +127,7 @@ def sample_trials(cfg: StudyConfig, seed: int | None = None) -> list[dict[str, A
 
 def count_trials(cfg: StudyConfig) -> int:
     """Number of trials the study will run (before any early stopping)."""
-    algorithm = cfg.search.algorithm
-    if algorithm == "grid":
-        return len(swept_grid(cfg))
-    if algorithm == "random" and cfg.conditional:
-        return len(sample_trials(cfg, seed=0))
-    if algorithm == "random":
-        grid = math.prod(len(p.values) for p in cfg.space if p.dist.exhaustive)
-        return cfg.search.num_samples * grid
-    return cfg.search.num_samples
+    return cfg.search.count_trials(cfg)
 
 
 def describe_space(cfg: StudyConfig) -> list[dict[str, str]]:
@@ -157,25 +150,7 @@ def build_tune_space(cfg: StudyConfig, fixed: Mapping[str, Any] | None = None) -
         The :class:`TuneSpace`.
     """
     base = dict(cfg.trial_settings() if fixed is None else fixed)
-    search = cfg.search
-    if search.algorithm == "optuna":
-        return TuneSpace(
-            kind="optuna",
-            param_space=base,
-            num_samples=search.num_samples,
-            points_to_evaluate=[dict(p) for p in search.points_to_evaluate] or None,
-            optuna_space=OptunaSpace(cfg.space, cfg.condition_context()),
-        )
-    if cfg.conditional:
-        trials = swept_grid(cfg) if search.algorithm == "grid" else sample_trials(cfg)
-        return TuneSpace(kind="list", param_space=base, num_samples=len(trials), trials=trials)
-    space = {**base, **{p.name: to_tune_domain(p) for p in cfg.space}}
-    return TuneSpace(
-        kind="native",
-        param_space=space,
-        num_samples=search.num_samples,
-        points_to_evaluate=[dict(p) for p in search.points_to_evaluate] or None,
-    )
+    return cfg.search.tune_space(cfg, base)
 
 
 def to_tune_domain(p: Param) -> Any:

@@ -10,6 +10,7 @@ import pytest
 from ray import tune
 
 from study import StudyConfigError
+from study._algorithms import ALGORITHMS
 from study._distributions import DISTRIBUTIONS, parse_distribution
 
 SPECS: dict[str, tuple[Any, str, str]] = {
@@ -80,9 +81,9 @@ def test_optuna_suggestion_matches_its_distribution(kind: str) -> None:
 
 def test_grid_is_not_for_optuna() -> None:
     with pytest.raises(StudyConfigError, match=r"^space.p.grid: search.algorithm optuna"):
-        parse_distribution({"grid": [1, 2]}, "space.p", "optuna")
+        parse_distribution({"grid": [1, 2]}, "space.p", ALGORITHMS["optuna"])
     with pytest.raises(StudyConfigError, match=r"^space.p: search.algorithm grid needs"):
-        parse_distribution({"choice": [1, 2]}, "space.p", "grid")
+        parse_distribution({"choice": [1, 2]}, "space.p", ALGORITHMS["grid"])
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,12 @@ fingerprint of everything the frames are built from: each trial folder's
 ``params.json``, ``result.json`` and error files (name, size, modification
 time), ``study.json``, the newest ``experiment_state-*.json`` and the reader's
 own source and schema. Any change gives another fingerprint, so a stale cache
-is never read; it is replaced on the next write.
+is never read; it is replaced on the next write. Beside the frames goes the
+trials table as text (:mod:`analysis._summary`), under the same fingerprint,
+from which ``xsam-tune results`` prints without importing pandas.
+
+Importing this module imports no pandas (the fast path of ``results`` takes
+the fingerprint here); reading and writing the frames does.
 
 The cache is an optimisation only: a study directory that cannot be written
 (read-only storage, a full disk) is read from JSON every time, silently.
@@ -16,7 +21,9 @@ The cache is an optimisation only: a study directory that cannot be written
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -25,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
-
 import xsam_contract
 from analysis._schema import PROBE_COLUMNS, TRIAL_COLUMNS, epoch_columns
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from analysis._results import Study
 
 __all__ = ["CACHE_DIR", "Frames", "fingerprint", "open_frames", "write_frames"]
@@ -40,9 +47,12 @@ CACHE_DIR = Path(".cache") / "analysis"
 # Bump when the frames change meaning without a change to the files hashed below.
 _FORMAT = "1"
 _KINDS = ("trials", "epochs", "probes")
+# Every file name of the cache starts with one of these, then "-<stamp>".
+_PREFIXES = ("meta", "summary", *_KINDS)
 # Trials per batch when writing .epochs and .probes: bounds the memory of the write.
 _BATCH = 200
-_SOURCES = ("_results.py", "_cache.py", "_schema.py")
+# The summary is pandas' text of the frames: its code and the percent rule count too.
+_SOURCES = ("_results.py", "_studydir.py", "_cache.py", "_schema.py", "_summary.py", "_style.py")
 _log = logging.getLogger("analysis")
 
 
@@ -131,17 +141,31 @@ def write_frames(study: Study, stamp: str) -> None:
     except (OSError, ImportError, ValueError, TypeError) as exc:
         _log.debug("analysis cache not written in %s: %s", d, exc)
         return
+    write_summary_quietly(study, stamp)
     for old in d.iterdir():
-        if stamp not in old.name and old.name.split("-", 1)[0] in ("meta", *_KINDS):
+        if stamp not in old.name and old.name.split("-", 1)[0] in _PREFIXES:
             old.unlink(missing_ok=True)
     study._cached = Frames(d, stamp, dict(study._names), list(study.problems))
     study._raw = []
+
+
+def write_summary_quietly(study: Study, stamp: str) -> None:
+    """Write the summary of ``study`` (:mod:`analysis._summary`); a failure only
+    costs the next ``results`` its fast path, so it is logged at debug level."""
+    from analysis._summary import write_summary
+
+    try:
+        write_summary(study, stamp)
+    except (OSError, ValueError, TypeError) as exc:
+        _log.debug("analysis summary not written in %s: %s", study.path / CACHE_DIR, exc)
 
 
 def _streamed(frames: Iterable[pd.DataFrame], pa: Any, pq: Any) -> Callable[[IO[bytes]], None]:
     """A writer of one parquet file from frames of one schema (one row group each)."""
 
     def write(fh: IO[bytes]) -> None:
+        import pandas as pd
+
         writer = None
         first: pd.DataFrame | None = None
         for frame in frames:
@@ -163,6 +187,7 @@ def _streamed(frames: Iterable[pd.DataFrame], pa: Any, pq: Any) -> Callable[[IO[
     return write
 
 
+@functools.cache
 def _code_signature() -> str:
     """What the frames also depend on: the reader's code and the schema it reads."""
     here = Path(__file__).parent
@@ -171,7 +196,7 @@ def _code_signature() -> str:
         h.update((here / name).read_bytes())
     schema = {
         "format": _FORMAT,
-        "pandas": pd.__version__,
+        "pandas": _package_version("pandas"),
         "trials": TRIAL_COLUMNS,
         "epochs": epoch_columns(),
         "probes": PROBE_COLUMNS,
@@ -180,6 +205,34 @@ def _code_signature() -> str:
     }
     h.update(json.dumps(schema, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def _package_version(name: str) -> str:
+    """An installed package's version without importing it: the name of the
+    ``<name>-<version>.dist-info`` folder beside it (PEP 427). Not
+    ``importlib.metadata``, whose import alone costs about 0.1 s of a CLI start;
+    it answers only where no such folder is found."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return "-"
+    site = Path(next(iter(spec.submodule_search_locations))).parent
+    prefix = f"{name}-"
+    try:
+        found = [
+            e.name[len(prefix) : -len(".dist-info")]
+            for e in os.scandir(site)
+            if e.name.startswith(prefix) and e.name.endswith(".dist-info")
+        ]
+    except OSError:
+        found = []
+    if len(found) == 1:
+        return found[0]
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
 
 
 def _stat_line(path: Path, name: str) -> str:

@@ -19,11 +19,8 @@ columns instead of JSON lines.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 import xsam_contract
-from analysis import _cache, _remote
+from analysis import _cache
 from analysis._errors import AnalysisError
 from analysis._schema import (
     DEFAULT_STALE_AFTER,
@@ -46,14 +43,9 @@ from analysis._schema import (
     config_dtype,
     epoch_columns,
 )
+from analysis._studydir import DEFAULT_METRIC, open_study_dir, report_problems
 
 __all__ = ["Study", "load"]
-
-_log = logging.getLogger("analysis")
-
-# What a bare Ray directory (no study.json) is ranked by: the study layer's default.
-_DEFAULT_METRIC = {"name": "test_acc", "mode": "max"}
-_MODES = ("max", "min")
 
 # Keys Ray adds to every row that are bookkeeping, not metrics (dropped from
 # .epochs; the last row keeps hostname, trial_id and done for the summary).
@@ -75,8 +67,6 @@ _RAY_BOOKKEEPING = frozenset(
     }
 )
 _RAY_LIVE_STATES = frozenset({"RUNNING", "PENDING", "PAUSED"})
-# study.json keys the driver writes when it stops: the study is no longer running.
-_ENDED_KEYS = ("finished_at", "interrupted_at")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Ray's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>; the
 # study layer's: <trial id>_<swept values>.
@@ -225,40 +215,18 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     Raises:
         AnalysisError: the path is missing or holds no study.
     """
-    if _remote.is_uri(path):
-        path = _remote.local_copy(str(path)).path
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise AnalysisError(f"study directory not found: {root}")
-    if not root.is_dir():
-        raise AnalysisError(f"not a directory: {root}")
-    info = _read_json_object(root / xsam_contract.STUDY_FILES["record"])
-    trial_dirs = sorted(
-        e.name
-        for e in os.scandir(root)
-        if e.is_dir() and ((root / e.name / "params.json").exists() or _has_result(root, e.name))
-    )
-    states = sorted(root.glob("experiment_state-*.json"))  # the name carries the session time
-    if not trial_dirs and not states and info is None:
-        raise AnalysisError(
-            f"not a study directory (no study.json, experiment_state-*.json or trial "
-            f"folders with params.json): {root}"
-        )
+    d = open_study_dir(path, stale_after=stale_after)
+    root, info, live = d.root, d.info or {}, d.live
     spec_path = root / xsam_contract.STUDY_FILES["spec"]
     spec_text = spec_path.read_text(errors="replace") if spec_path.exists() else None
-    info = info or {}
-    _check_info(info, root)
-    stamp, newest = _cache.fingerprint(root, trial_dirs, states)
-    ended = any(k in info for k in _ENDED_KEYS)
-    live = not ended and (time.time() - newest) <= stale_after
     if not live:
-        cached = _cache.open_frames(root, stamp)
+        cached = _cache.open_frames(root, d.stamp)
         if cached is not None:
             study = Study(root, info, spec_text, [], live=False, cached=cached)
-            _report(study)
+            report_problems(study.path, study.problems)
             return study
     problems: list[str] = []
-    raw = _read_trials(root, trial_dirs, states, info, live=live, problems=problems)
+    raw = _read_trials(root, d.trial_dirs, d.states, info, live=live, problems=problems)
     # params.json holds what the study set; study.json records the trial layer's
     # defaults for the rest. A swept key a trial lacks was left unset by its
     # `when` condition (sgd has no k): it stays missing rather than taking the default.
@@ -267,27 +235,10 @@ def load(path: str | Path, *, stale_after: float = DEFAULT_STALE_AFTER) -> Study
     for t in raw:
         t.config = {**fill, **t.config}
     study = Study(root, info, spec_text, raw, live=live, problems=problems)
-    _report(study)
+    report_problems(study.path, study.problems)
     if not live:
-        _cache.write_frames(study, stamp)
+        _cache.write_frames(study, d.stamp)
     return study
-
-
-def _has_result(root: Path, name: str) -> bool:
-    return (root / name / "result.json").exists()
-
-
-def _report(study: Study) -> None:
-    """Damaged files as warnings (one line each, a handful at most)."""
-    shown = study.problems[:5]
-    for p in shown:
-        _log.warning("warning: %s: %s", study.path, p)
-    if len(study.problems) > len(shown):
-        _log.warning(
-            "warning: %s: %d more damaged files (Study.problems lists them)",
-            study.path,
-            len(study.problems) - len(shown),
-        )
 
 
 class Study:
@@ -354,7 +305,7 @@ class Study:
     def _objective(self) -> Mapping[str, Any]:
         # `metrics` is a list in single- and multi-objective studies alike (`metric`
         # and `mode` become lists with several objectives): one field to read.
-        return (self.info.get("metrics") or [_DEFAULT_METRIC])[0]
+        return (self.info.get("metrics") or [DEFAULT_METRIC])[0]
 
     @cached_property
     def swept(self) -> list[str]:
@@ -598,18 +549,6 @@ def _with_keys(frame: pd.DataFrame, keys: pd.DataFrame, rows: np.ndarray) -> pd.
 
 
 # -- reading files ---------------------------------------------------------
-
-
-def _read_json_object(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise AnalysisError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise AnalysisError(f"{path} does not hold a JSON object")
-    return obj
 
 
 def _read_params(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -1086,23 +1025,3 @@ def _text(value: Any) -> str:
     if isinstance(value, (list, dict, tuple)):
         return json.dumps(value)
     return str(value)
-
-
-def _check_info(info: Mapping[str, Any], root: Path) -> None:
-    """The study.json fields the analysis reads have the contract's JSON types."""
-    path = root / xsam_contract.STUDY_FILES["record"]
-    types = {"string": str, "object": Mapping, "list": list}
-    for name in ("name", "metrics", "space", "trial_defaults"):
-        want = types[xsam_contract.STUDY_FIELDS[name].dtype]
-        if name in info and not isinstance(info[name], want):
-            raise AnalysisError(
-                f"{path}: {name} is {info[name]!r}; "
-                f"expected a JSON {xsam_contract.STUDY_FIELDS[name].dtype}"
-            )
-    for i, m in enumerate(info.get("metrics", [_DEFAULT_METRIC])):
-        if not (
-            isinstance(m, Mapping) and isinstance(m.get("name"), str) and m.get("mode") in _MODES
-        ):
-            raise AnalysisError(
-                f"{path}: metrics[{i}] is {m!r}; expected {{name: <metric>, mode: max or min}}"
-            )

@@ -24,10 +24,10 @@ from analysis._schema import DEFAULT_STALE_AFTER
 if TYPE_CHECKING:
     import pandas as pd
 
-    from analysis._results import Study
-
 # Building the parser (``xsam-tune --help``) imports nothing heavy: pandas comes
 # with the verbs that read a study, matplotlib and seaborn with those that draw.
+# `results` prints the trials table of a study whose analysis cache is fresh
+# without pandas at all (analysis._summary).
 
 __all__ = ["CLAIMS_FORMATS", "OUTPUT_FORMATS", "add_parsers", "main", "select"]
 
@@ -214,13 +214,14 @@ def select(
         except Exception as exc:  # pandas raises many types (NameError, SyntaxError, …)
             raise AnalysisError(f"bad --query {query!r}: {exc}") from exc
     if sort:
-        keys, ascending = [], []
-        for item in _split([sort]):
-            name = item[1:] if item.startswith("-") else item
-            _check_columns(out, [name])
-            keys.append(name)
-            ascending.append(not (descending or item.startswith("-")))
-        out = out.sort_values(keys, ascending=ascending, kind="stable", na_position="last")
+        by = _sort_order(sort, descending)
+        _check_columns(out, [name for name, _ in by])
+        out = out.sort_values(
+            [name for name, _ in by],
+            ascending=[up for _, up in by],
+            kind="stable",
+            na_position="last",
+        )
     if columns:
         cols = _split(columns)
         _check_columns(out, cols)
@@ -230,9 +231,13 @@ def select(
 
 def run_results(args: argparse.Namespace) -> int:
     """``xsam-tune results``."""
+    if _results_from_summary(args):
+        return 0
     from analysis._results import load
+    from analysis._summary import ensure_summary
 
     s = load(args.dir, stale_after=args.stale_after)
+    ensure_summary(s)  # a deleted or damaged one: the next call is fast again
     frame = select(
         s.frame(args.table),
         query=args.query,
@@ -241,10 +246,8 @@ def run_results(args: argparse.Namespace) -> int:
         columns=args.columns,
     )
     if args.format == "table" and not args.columns:
-        frame = frame[_table_columns(s, args.table, frame)]
-    out = Path(args.output) if args.output else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        frame = frame[_table_columns(s.key_columns, args.table, list(frame.columns))]
+    out = _output_path(args.output)
     if args.format == "parquet":
         if out is None:
             raise AnalysisError("--format parquet needs -o FILE")
@@ -269,15 +272,67 @@ def run_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table_columns(s: Study, table: str, frame: pd.DataFrame) -> list[str]:
+def _results_from_summary(args: argparse.Namespace) -> bool:
+    """Print ``results``' trials table from the study's cached summary, without pandas.
+
+    Returns:
+        Whether it printed. False, having printed nothing, where the pandas path
+        must answer: another table or format, ``--query``, a URI, a study that
+        still runs, no valid summary for the study as it is now, or a column
+        the summary cannot show or sort by (the pandas path names the error).
+    """
+    from analysis import _remote
+
+    if args.table != "trials" or args.format != "table" or args.query or _remote.is_uri(args.dir):
+        return False
+    from analysis._studydir import open_study_dir, report_problems
+    from analysis._summary import read_summary
+
+    d = open_study_dir(args.dir, stale_after=args.stale_after)
+    summary = None if d.live else read_summary(d.root, d.stamp)
+    if summary is None:
+        return False
+    by = _sort_order(args.sort, args.desc) if args.sort else []
+    cols = (
+        _split(args.columns)
+        if args.columns
+        else _table_columns(summary.key_columns, "trials", list(summary.text))
+    )
+    named = [*cols, *(name for name, _ in by)]
+    if len(set(cols)) != len(cols) or any(name not in summary.text for name in named):
+        return False
+    rows = summary.order(by)
+    if rows is None:
+        return False
+    report_problems(d.root, summary.problems)
+    text = summary.render(cols, rows) if summary.rows else "(no rows)"
+    _emit(text + "\n", _output_path(args.output))
+    return True
+
+
+def _sort_order(sort: str, descending: bool) -> list[tuple[str, bool]]:
+    """``--sort a,-b`` (and ``--desc``) as (column, ascending) pairs."""
+    return [
+        (item[1:] if item.startswith("-") else item, not (descending or item.startswith("-")))
+        for item in _split([sort])
+    ]
+
+
+def _table_columns(key_columns: Sequence[str], table: str, columns: Sequence[str]) -> list[str]:
+    """What ``--format table`` shows of a frame with ``columns`` when --columns is not given."""
     cols: list[str] = []
     for c in _TABLE_COLUMNS[table]:
-        cols += s.key_columns if c == "@keys" else [c]
-    cols = [
-        c if c in frame.columns or f"config_{c}" not in frame.columns else f"config_{c}"
-        for c in cols
-    ]
-    return [c for c in dict.fromkeys(cols) if c in frame.columns]
+        cols += key_columns if c == "@keys" else [c]
+    cols = [c if c in columns or f"config_{c}" not in columns else f"config_{c}" for c in cols]
+    return [c for c in dict.fromkeys(cols) if c in columns]
+
+
+def _output_path(output: str | None) -> Path | None:
+    """``-o FILE`` as a path whose folder exists; None: stdout."""
+    out = Path(output) if output else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _emit(text: str, out: Path | None) -> None:
@@ -334,9 +389,7 @@ def run_claims(args: argparse.Namespace) -> int:
 
     s = load(args.dir, stale_after=args.stale_after)
     table = claims(s)
-    out = Path(args.output) if args.output else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    out = _output_path(args.output)
     if args.format == "csv":
         text = table.to_csv(index=False)
     elif args.format == "json":

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from study._algorithms import ALGORITHMS, Search, joined
+from study._algorithms import ALGORITHMS, GridSearch, Search, joined
 from study._checks import MAX_EPOCHS, MAX_TRIALS, check_int, check_optional_int
 from study._distributions import parse_distribution
 from study._errors import (
@@ -25,7 +25,7 @@ from study._errors import (
     unknown_key,
 )
 from study._samplers import SAMPLERS
-from study._schedulers import SCHEDULERS, Scheduler
+from study._schedulers import SCHEDULERS, NoScheduler, Scheduler
 from study._schema import Metric, Param, Resources, StudyConfig
 from study._trial import metric_names, trial_defaults, trial_keys, trial_validator
 from study._values import is_int, is_number, member
@@ -100,7 +100,7 @@ def parse_study(data: Any, *, source: str | None = None) -> StudyConfig:
 
     trial = _parse_trial(data.get("trial"))
     search_raw = _mapping(data.get("search"), "search")
-    chosen = search_raw.get("algorithm", "grid")
+    chosen = search_raw.get("algorithm", GridSearch.name)
     if not isinstance(chosen, str) or chosen not in ALGORITHMS:
         raise StudyConfigError("search.algorithm", chosen, one_of(ALGORITHMS))
     algorithm = ALGORITHMS[chosen]
@@ -333,9 +333,10 @@ def _parse_metrics(raw: Any, algorithm: type[Search]) -> tuple[Metric, ...]:
 
 
 def _search_keys() -> tuple[str, ...]:
-    """The keys of the ``search`` section: every algorithm's, then each one's own."""
-    own = [k for c in ALGORITHMS.values() for k in c.keys]
-    return ("algorithm", "num_samples", "seed", *dict.fromkeys(own), *_COMMON_SEARCH_KEYS[3:])
+    """The keys of the ``search`` section: every algorithm's, with each one's own
+    after ``seed``, in the order ``to_dict`` writes them."""
+    own = dict.fromkeys(k for c in ALGORITHMS.values() for k in c.keys)
+    return (*_COMMON_SEARCH_KEYS[:3], *own, *_COMMON_SEARCH_KEYS[3:])
 
 
 def _parse_search(
@@ -420,7 +421,7 @@ def _parse_scheduler(
     raw: Any, metrics: Sequence[Metric], trial: Mapping[str, Any], space: Sequence[Param]
 ) -> Scheduler:
     sched = _mapping(raw, "scheduler")
-    name = sched.get("name", "none")
+    name = sched.get("name", NoScheduler.name)
     if not isinstance(name, str) or name not in SCHEDULERS:
         raise StudyConfigError("scheduler.name", name, one_of(SCHEDULERS))
     cls = SCHEDULERS[name]

@@ -14,6 +14,17 @@ Commands:
    validate the study file, print its trials; no Ray, no torch;
 3. `xsam-tune results DIR` (target 1.0 s) on a study directory given with
    `--study` (default: `xsam-tune last-study`); skipped when there is none.
+   Timed warm: the warm-up run is the study's first `results` after any
+   change, which reads the JSON files with pandas and writes the analysis
+   cache with its pandas-free summary (`<study>/.cache/analysis/`); the timed
+   runs print the trials table from that summary. The warm-up's own time is
+   printed too (the cold figure, when the cache was not fresh before), and
+   whether the summary is there (without it every run takes the pandas path).
+4. `xsam-tune results DIR --format csv` (no target): the same study through
+   the pandas path (the summary serves the text table only), for the ratio.
+
+Beside the seconds, each row's median as a multiple of `--help`'s, measured
+in the same rounds: on a loaded machine the seconds grow, the ratios much less.
 
 Usage::
 
@@ -60,6 +71,11 @@ def _time(argv: list[str]) -> float:
     return elapsed
 
 
+def _summaries(study: str) -> list[str]:
+    """The study's cached trials-table summaries (analysis/_summary.py)."""
+    return sorted(p.name for p in (Path(study) / ".cache" / "analysis").glob("summary-*.json"))
+
+
 def _loadavg() -> str:
     try:
         return Path("/proc/loadavg").read_text().strip()
@@ -78,7 +94,7 @@ def main() -> None:
 
     cli = _xsam_tune()
     quickstart = str(REPO_ROOT / "configs" / "quickstart.yaml")
-    commands: list[tuple[str, list[str], float]] = [
+    commands: list[tuple[str, list[str], float | None]] = [
         ("xsam-tune --help", [*cli, "--help"], 0.5),
         (
             "xsam-tune run configs/quickstart.yaml --dry-run",
@@ -89,10 +105,15 @@ def main() -> None:
     study = args.study or _last_study(cli)
     if study:
         commands.append(("xsam-tune results DIR", [*cli, "results", study], 1.0))
+        csv = [*cli, "results", study, "--format", "csv"]
+        commands.append(("xsam-tune results DIR --format csv", csv, None))
 
     load_before = _loadavg()
-    for _, argv, _ in commands:  # warm the file cache: the first run reads .pyc files from disk
-        _time(argv)
+    summaries_before = _summaries(study) if study else []
+    first: dict[str, float] = {}
+    for name, argv, _ in commands:  # warm the file cache: the first run reads .pyc files from disk
+        first[name] = _time(argv)
+    summaries = _summaries(study) if study else []
     times: dict[str, list[float]] = {name: [] for name, _, _ in commands}
     for _ in range(repeat):
         for name, argv, _ in commands:
@@ -100,6 +121,7 @@ def main() -> None:
     load_after = _loadavg()
 
     rows = []
+    help_median = median(times["xsam-tune --help"])
     for name, _, target in commands:
         m = median(times[name])
         rows.append(
@@ -108,8 +130,9 @@ def main() -> None:
                 f"{m:.3f}",
                 f"{min(times[name]):.3f}",
                 f"{max(times[name]):.3f}",
-                f"{target:.1f}",
-                "yes" if m <= target else "no",
+                f"{m / help_median:.2f}",
+                "–" if target is None else f"{target:.1f}",
+                "–" if target is None else "yes" if m <= target else "no",
             ]
         )
     print(f"runs per command: {repeat} (interleaved, after one warm-up run each)")
@@ -119,9 +142,19 @@ def main() -> None:
         print("`xsam-tune results DIR` skipped: no study directory (pass --study DIR)")
     else:
         print(f"study for `results`: {study}")
+        fresh = "was fresh" if summaries and summaries == summaries_before else "was written"
+        print(
+            f"`results` warm-up (first) run: {first['xsam-tune results DIR']:.3f} s; "
+            f"analysis cache summary {fresh}: {', '.join(summaries) or 'none'}"
+        )
+        if not summaries:
+            print("WARNING: no summary: the timed `results` runs took the pandas path")
     print()
     print(
-        markdown_table(["command", "median s", "min s", "max s", "target s", "within target"], rows)
+        markdown_table(
+            ["command", "median s", "min s", "max s", "× --help", "target s", "within target"],
+            rows,
+        )
     )
     write_json(
         args.out,
@@ -130,6 +163,9 @@ def main() -> None:
             "load_before": load_before,
             "load_after": load_after,
             "study": study,
+            "first_run_s": first,
+            "summary_before": summaries_before,
+            "summary_after": summaries,
             "commands": {
                 name: {"argv": argv, "seconds": times[name], "target_s": target}
                 for name, argv, target in commands

@@ -30,7 +30,7 @@ from study._schema import Metric, Param, Resources, StudyConfig
 from study._trial import metric_names, trial_defaults, trial_keys, trial_validator
 from study._values import is_int, is_number, member
 
-__all__ = ["ALGORITHMS", "NAME", "NAME_ALLOWED", "SAMPLERS", "SCHEDULERS", "parse_study"]
+__all__ = ["NAME", "NAME_ALLOWED", "SAMPLERS", "parse_study"]
 
 _URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "file", "memory")
 #: A study name and a study-directory name (``--name``), and what the pattern allows.

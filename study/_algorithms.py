@@ -30,7 +30,15 @@ from xsam_contract import STUDY_FILES
 if TYPE_CHECKING:
     from study._schema import StudyConfig
 
-__all__ = ["ALGORITHMS", "GridSearch", "Optuna", "RandomSearch", "Search", "joined"]
+__all__ = [
+    "ALGORITHMS",
+    "GridSearch",
+    "Optuna",
+    "RandomSearch",
+    "Search",
+    "joined",
+    "wrap_searcher",
+]
 
 
 def joined(names: list[str], last: str = "or") -> str:
@@ -169,12 +177,11 @@ class Search:
         raise NotImplementedError
 
 
-def _generated(searcher: Any, cfg: StudyConfig) -> Any:
-    """A ``Searcher`` capped at the study's concurrency, in the project's generator.
-
-    ``StudySearchGenerator``: after a resume, new trials go to the study's
-    directory where it is now (:func:`study._searchers.resumed_in`).
-    """
+def wrap_searcher(searcher: Any, cfg: StudyConfig) -> Any:
+    """A Ray ``Searcher`` as a run's search algorithm: capped at the study's
+    concurrency, in the project's ``StudySearchGenerator`` (after a resume, new
+    trials go to the study's directory where it is now, see
+    :func:`study._searchers.resumed_in`)."""
     from ray.tune.search import ConcurrencyLimiter
 
     from study._searchers import StudySearchGenerator
@@ -209,7 +216,7 @@ class _Variants(Search):
         from study._searchers import ListSearcher, StudyVariantGenerator
 
         if space.trials is not None:
-            return _generated(ListSearcher(space.trials), cfg)
+            return wrap_searcher(ListSearcher(space.trials), cfg)
         # Study*: after a resume, new trials go to the study's directory where it is now.
         return StudyVariantGenerator(
             points_to_evaluate=space.points_to_evaluate,
@@ -351,7 +358,7 @@ class Optuna(Search):
             journal_study=run_name,
             journal_upload=upload,
         )
-        return _generated(searcher, cfg)
+        return wrap_searcher(searcher, cfg)
 
     def build_sampler(self) -> Any:
         """The Optuna sampler, seeded with :attr:`seed`."""

@@ -20,7 +20,7 @@ import yaml
 from ray.tune.search import SearchAlgorithm
 
 from study import StudyConfigError, build_tune_space, parse_study, run_study
-from study._algorithms import ALGORITHMS, Search
+from study._algorithms import ALGORITHMS, Search, wrap_searcher
 from study._distributions import DISTRIBUTIONS, parse_distribution
 from study._report import describe_study
 from study._schema import StudyConfig
@@ -62,9 +62,9 @@ class Corners(Search):
         return TuneSpace(kind="list", param_space=base, num_samples=len(trials), trials=trials)
 
     def searcher(self, cfg: StudyConfig, space: TuneSpace, run_name: str, study_dir: str) -> Any:
-        from study._searchers import ListSearcher, StudySearchGenerator
+        from study._searchers import ListSearcher
 
-        return StudySearchGenerator(ListSearcher(space.trials or []))
+        return wrap_searcher(ListSearcher(space.trials or []), cfg)
 
 
 @pytest.fixture

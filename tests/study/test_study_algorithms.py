@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -246,3 +247,22 @@ def test_the_installed_cli_refuses_an_unknown_algorithm_in_one_line(
     assert out.stderr == (
         "xsam-tune: error: search.algorithm: got 'bayes', allowed: one of grid, random, optuna\n"
     )
+
+
+def test_no_module_switches_on_an_algorithm_or_scheduler_name() -> None:
+    """What an algorithm or scheduler does lives in its class: no other study module
+    compares a name of :data:`ALGORITHMS` or :data:`SCHEDULERS`."""
+    from study._schedulers import SCHEDULERS
+
+    names = "|".join([*ALGORITHMS, *SCHEDULERS])
+    switch = re.compile(rf"""(==|!=|\bin\b)\s*[("']*({names})["']""")
+    package = Path(__file__).parents[2] / "study"
+    owners = {"_algorithms.py", "_schedulers.py"}
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(package.glob("*.py"))
+        if path.name not in owners
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if switch.search(line)
+    ]
+    assert found == []

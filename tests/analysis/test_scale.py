@@ -181,7 +181,7 @@ def _frames(s: analysis.Study) -> dict[str, pd.DataFrame]:
 def test_cache_gives_the_same_frames_and_follows_changes(copy: Path) -> None:
     first = analysis.load(copy)
     files = sorted(p.name for p in (copy / CACHE_DIR).iterdir())
-    assert [f.split("-")[0] for f in files] == ["epochs", "meta", "probes", "trials"]
+    assert [f.split("-")[0] for f in files] == ["epochs", "meta", "probes", "summary", "trials"]
     assert first._cached is not None
     fresh = _frames(first)
     second = analysis.load(copy)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 from study._errors import StudyLaunchError
+from study._kept_ray import KeptRay, find_kept, forwarded_env, use_auth_mode
 from study._sharedfs import on_shared_filesystem
 from study._storage import is_uri
+from study._timing import mark
 
 __all__ = ["LOOPBACK_ENV", "check_storage", "connect", "loopback_only", "ray_temp_dir"]
 
@@ -18,15 +21,22 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @contextlib.contextmanager
-def connect(address: str | None) -> Iterator[None]:
+def connect(address: str | None, *, preload: str | None = None) -> Iterator[None]:
     """Connect to Ray for the duration of a study and disconnect from what we started.
 
-    A running connection (tests, notebooks) is reused and left running.
+    A running connection (tests, notebooks) is reused and left running. Without
+    an address, the instance of ``xsam-tune ray start`` (:mod:`study._kept_ray`)
+    is joined and left running when one runs; else an instance is started and
+    stopped at the end.
 
     Args:
         address: Cluster to join (``auto``, ``host:port``, ``ray://…``); None
             starts an embedded instance with every CPU of this machine,
-            reachable from this machine only.
+            reachable from this machine only (or joins the kept one).
+        preload: ``module.function`` that Ray runs in each new worker of a
+            local instance (its ``worker_process_setup_hook``): the trials'
+            imports, done while the driver sets the study up. Not used when
+            joining a cluster given by ``address``.
 
     Raises:
         StudyLaunchError: The cluster cannot be reached.
@@ -38,6 +48,7 @@ def connect(address: str | None) -> Iterator[None]:
     import ray
 
     if ray.is_initialized():
+        mark("ray_up", how="in-process")
         yield
         return
     if address is None and os.environ.get("RAY_ADDRESS"):
@@ -45,7 +56,29 @@ def connect(address: str | None) -> Iterator[None]:
         # that cluster whatever we pass, and refuses the local-instance settings
         # below: join it on purpose.
         address = "auto"
-    if address is None:
+    kept = _kept_instance() if address is None else None
+    runtime_env = {"worker_process_setup_hook": preload} if preload else {}
+    if kept is not None:
+        how = "kept"
+        # Its workers inherit the environment of `xsam-tune ray start`: pass ours on.
+        env_vars = forwarded_env()
+        use_auth_mode(kept)
+        with loopback_only():
+            try:
+                ray.init(
+                    address=kept.address,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                    runtime_env={**runtime_env, **({"env_vars": env_vars} if env_vars else {})}
+                    or None,
+                )
+            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+                raise StudyLaunchError(
+                    f"cannot join the Ray instance of `xsam-tune ray start` at {kept.address}: "
+                    f"{_first_line(exc)}; stop it with `xsam-tune ray stop`"
+                ) from None
+    elif address is None:
+        how = "started"
         with loopback_only():
             ray.init(
                 num_cpus=os.cpu_count(),
@@ -55,17 +88,45 @@ def connect(address: str | None) -> Iterator[None]:
                 # loopback-only instance.
                 logging_level=logging.ERROR,
                 _temp_dir=ray_temp_dir(),
+                runtime_env=runtime_env or None,
             )
     else:
+        how = "joined"
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StudyLaunchError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+            raise StudyLaunchError(
+                f"cannot reach the Ray cluster at {address}: {_first_line(exc)}"
+            ) from None
+    mark("ray_up", how=how)
     try:
         yield
     finally:
-        ray.shutdown()
+        ray.shutdown()  # a kept instance or a cluster: disconnects, and leaves it running
+        mark("ray_down")
+
+
+def _kept_instance() -> KeptRay | None:
+    """The instance of ``xsam-tune ray start``, if one runs; a stale record is said and dropped."""
+    kept, why = find_kept()
+    if why is not None:
+        print(
+            f"xsam-tune: not using the Ray instance of `xsam-tune ray start` ({why}); "
+            "starting one for this run",
+            file=sys.stderr,
+        )
+    elif kept is not None:
+        print(
+            f"xsam-tune: using the Ray instance of `xsam-tune ray start` at {kept.address} "
+            "(left running; `xsam-tune ray stop` stops it)",
+            file=sys.stderr,
+        )
+    return kept
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

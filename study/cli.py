@@ -7,6 +7,7 @@ Subcommands::
                          [-q | -v | --json] [--print-dir-to FILE]
     xsam-tune resume DIR [--address ADDR] [--allow-local-storage] [-q | -v | --json]
     xsam-tune last-study [--storage PATH]
+    xsam-tune ray start|stop|status [--num-cpus N]
     xsam-tune results|plot|report DIR ...   (from analysis/cli.py, when present)
 
 A user error (invalid study file, missing file, unreachable cluster, …) ends
@@ -21,6 +22,7 @@ printed); a second one stops at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -31,13 +33,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from study._errors import StudyError, StudyLaunchError
+from study._kept_ray import kept_command
 from study._state import last_study
 
 __all__ = ["build_parser", "main"]
 
 PROG = "xsam-tune"
 # Subcommands defined here (the others come from analysis/cli.py).
-_STUDY_VERBS = frozenset({"run", "resume", "last-study"})
+_STUDY_VERBS = frozenset({"run", "resume", "last-study", "ray"})
 
 _EPILOG = """\
 examples:
@@ -60,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 success, 1 some trials failed, 2 user error,
         130 interrupted.
     """
+    program = argv is None  # the xsam-tune command itself, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     # The study verbs need no analysis parsers: skip importing the analysis layer.
     parser = build_parser(analysis=not (argv and argv[0] in _STUDY_VERBS))
@@ -73,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.argv = [PROG, *argv]
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -92,6 +96,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    if program and argv[0] in ("run", "resume"):
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End a study's process without Python's module teardown, which takes seconds
+    once Ray Tune and its dependencies are imported (issue 14). Everything is
+    written by now; the exit handlers run and the output is flushed first."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def build_parser(*, analysis: bool = True) -> argparse.ArgumentParser:
@@ -162,6 +182,17 @@ def build_parser(*, analysis: bool = True) -> argparse.ArgumentParser:
     )
     last.add_argument("--storage", metavar="PATH", help="only studies under this storage root")
     last.set_defaults(func=_cmd_last_study)
+
+    kept = sub.add_parser(
+        "ray",
+        help="keep a local Ray instance running between studies (start, stop, status)",
+        description="start: start Ray on this machine (loopback only) and leave it running; "
+        "every run and resume without --address then joins it instead of starting Ray "
+        "(seconds saved per study). stop: stop it. status: say whether it runs.",
+    )
+    kept.add_argument("action", choices=["start", "stop", "status"])
+    kept.add_argument("--num-cpus", type=int, metavar="N", help="CPUs it offers (default: all)")
+    kept.set_defaults(func=lambda args: kept_command(args.action, args.num_cpus))
 
     if analysis:
         _add_analysis_commands(sub)
@@ -355,7 +386,7 @@ def _study_path(results: Any) -> str:
     gives the path inside the file system)."""
     path = str(results.experiment_path)
     kind = getattr(getattr(results, "filesystem", None), "type_name", "local")
-    if kind in ("local", None) or "://" in path:
+    if kind in ("local", "py::local", None) or "://" in path:  # py::local: study._durable
         return path
     return f"{'gs' if kind == 'gcs' else kind}://{path}"
 

@@ -32,6 +32,7 @@ from study._record import (
 )
 from study._schema import StudyConfig
 from study._state import record_last_study
+from study._timing import TIMING_ENV, RowClock, mark
 from study._tuner import (
     JOURNAL_NAME,
     absolute_paths,
@@ -103,10 +104,13 @@ def run_study(
     # (first, so that a bad storage URI is named by the storage probe's short request).
     check_launch(cfg, root=root, address=address, settings=fixed)
     choose_run_name(root, name, cfg.name)  # a taken --name is refused before Ray starts
+    preload = _preload(cfg, own_trainable=trainable is not None)
     trainable = trainable or default_trainable()
-    space = build_tune_space(cfg, fixed=fixed)
+    callbacks = _with_clock(callbacks)
 
-    with connect(address):
+    with connect(address, preload=preload):
+        # Ray Tune's import (seconds) after Ray starts: the first workers start meanwhile.
+        space = build_tune_space(cfg, fixed=fixed)
         check_storage(root, allow_local_storage)
         check_resources(cfg)
         # Claimed after every check, so that a refused study writes nothing, and
@@ -186,8 +190,10 @@ def resume_study(
         )
     settings = absolute_paths(cfg.trial_settings())
     check_launch(cfg, root=_storage.parent(path), address=address, settings=settings)
+    preload = _preload(cfg, own_trainable=trainable is not None)
     trainable = trainable or default_trainable()
-    with connect(address):
+    callbacks = _with_clock(callbacks)
+    with connect(address, preload=preload):
         check_storage(_storage.parent(path), allow_local_storage)
         check_resources(cfg)
         mark_resumed(path, command)
@@ -208,17 +214,52 @@ def _fit(tuner: Any, study_dir: str, cfg: StudyConfig) -> Any:
     """``tuner.fit()``, then the end of the study in ``study.json`` and ``last-study``."""
     try:
         results = tuner.fit()
+        mark("fit_end")
     except (pickle.UnpicklingError, EOFError) as exc:  # Ray's own files, cut by a full disk
         raise unreadable_ray_file(study_dir, exc) from None
     except KeyboardInterrupt:  # a second Ctrl-C stops at once: still say so in the record
         mark_ended(study_dir, complete=False, total=0, errors=0)
         record_last_study(study_dir)
         raise
+    from study._durable import full_disk_error  # pyarrow: imported once Ray runs
+
+    full = full_disk_error(results, study_dir)  # ends in one line, resumable
     mark_ended(
         study_dir,
-        complete=is_complete(results, cfg),
+        complete=full is None and is_complete(results, cfg),
         total=len(results),
         errors=results.num_errors,
     )
     record_last_study(study_dir)
+    if full is not None:
+        raise full
     return results
+
+
+def _with_clock(callbacks: Sequence[Any]) -> list[Any]:
+    """The run's listeners, and the timing record's (:mod:`study._timing`) when asked for."""
+    return [*callbacks, RowClock()] if os.environ.get(TIMING_ENV) else list(callbacks)
+
+
+#: What a new Ray worker of a local instance imports before its first trial.
+PRELOAD = "trainables.tune.preload_worker"
+
+
+def _preload(cfg: StudyConfig, *, own_trainable: bool) -> str | None:
+    """The workers' setup hook (:data:`PRELOAD`) for the default trainable.
+
+    Ray starts one worker per CPU of a new local instance as the driver
+    connects; with the hook each imports torch and the trial layer at once.
+    None when most of those workers would never run a trial (fewer trials at
+    once than half the CPUs): each would hold torch's memory for nothing.
+    Another trainable's imports are not ours to guess.
+    """
+    if own_trainable:
+        return None
+    cpus = os.cpu_count() or 1
+    at_once = count_trials(cfg)
+    if cfg.resources.cpu:
+        at_once = min(at_once, int(cpus // cfg.resources.cpu))
+    if cfg.effective_concurrency():
+        at_once = min(at_once, cfg.effective_concurrency() or at_once)
+    return PRELOAD if 2 * at_once >= cpus else None

@@ -14,10 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import ray.tune
-
-from trainables.loop import Trial
-
 STATE_FILE = "trial_state.pt"
 
 
@@ -49,12 +45,34 @@ def is_storage_full(exc: BaseException) -> bool:
     )
 
 
+def preload_worker() -> None:
+    """Import what a trial needs (torch, the trial layer, Ray Tune) in a fresh Ray worker.
+
+    The study layer names it as the ``worker_process_setup_hook`` of an
+    instance it starts: Ray starts that instance's first workers while the
+    driver is still setting the study up, so a trial's imports are done before
+    it starts. A failed import is left for the trial to report.
+    """
+    try:
+        import ray.tune  # noqa: F401
+
+        import trainables.loop  # noqa: F401
+    except Exception:  # the trial's own import raises it again, with its trial named
+        pass
+
+
 def train_trial(config: dict[str, Any]) -> None:
     """Run one trial under Ray Tune (a function trainable).
 
     Raises:
         StorageFullError: A checkpoint could not be written (full disk or quota).
     """
+    # Imported here, not at the top: the driver imports this module only to name
+    # the trainable, and Ray Tune and torch (seconds) are needed in the trial's worker.
+    import ray.tune
+
+    from trainables.loop import Trial
+
     trial = Trial(resolve_paths(config))
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is not None:

@@ -73,6 +73,7 @@ def build_tuner(
     """
     from ray import tune
 
+    from study._durable import storage_filesystem
     from study._hooks import run_callbacks
     from study._searchers import TrialDirname
 
@@ -94,6 +95,8 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=run_name,
             storage_path=root,
+            # whole files and a consistent run state on a full disk (study._durable)
+            storage_filesystem=storage_filesystem(space.kind, _storage.join(root, run_name)),
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             verbose=verbose,

@@ -239,7 +239,8 @@ class TrialGuard:
         self.cfg = cfg
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Raise :class:`StudyLaunchError` for a trial this study does not define."""
+        """Raise :class:`StudyLaunchError` for a trial this study does not define; cut
+        the rows a restarted trial will report again (:func:`study._durable.before_trial_start`)."""
         problem = foreign_config(trial.config, self.cfg)
         if problem:
             raise StudyLaunchError(
@@ -247,6 +248,9 @@ class TrialGuard:
                 f"this study's {SPEC}: stopped before it ran; restore the study directory "
                 "from a copy"
             )
+        from study._durable import before_trial_start
+
+        before_trial_start(trial)
 
     def setup(self, **info: Any) -> None:
         """Nothing to set up."""
@@ -305,9 +309,17 @@ def restore_tuner(path: str, trainable: Any) -> Any:
 
     from ray import tune
 
+    from study._durable import resume_filesystem
+
     try:
         return tune.Tuner.restore(
-            path, trainable, resume_unfinished=True, resume_errored=True, restart_errored=False
+            path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            restart_errored=False,
+            # the resumed run writes through it too (study._durable)
+            storage_filesystem=None if _storage.is_uri(path) else resume_filesystem(path),
         )
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"

@@ -1,0 +1,200 @@
+"""A study whose storage fills up mid-run resumes once space is freed (issue 9).
+
+The storage is a real 2 MB tmpfs mounted for the test (the machine's own file
+system code, not a stub: Ray, pyarrow and the project all hit ENOSPC where
+they really would). One trial fills it to the last byte in its second epoch,
+so every later write of Ray's driver (its run state, searcher state, rows,
+errors) and of the trials (checkpoints) fails. Then:
+
+- the run ends in one line, ``storage full``, exit 1;
+- every file in the study directory is whole (each parses; no row is cut);
+- with the filler removed, ``xsam-tune resume`` continues the study, and every
+  trial ends with each epoch exactly once, its rows equal to those of the trial
+  run without a fault (each row depends on the state restored from the
+  trial's checkpoint, so a wrong or replayed checkpoint shows).
+
+The study is resumed in the test's own Ray session, where Ray's local copy of
+each trial's rows from the first run is still there (a resume from another
+process starts without it): the harder case.
+
+Mounting needs root (CI runs as root); elsewhere the test is skipped with that
+reason: a stub raising ENOSPC in this process would not reach Ray's workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from study.cli import main
+from tests.study.conftest import BASE
+
+pytestmark = pytest.mark.ray
+
+EPOCHS = 4
+SEEDS = [0, 1, 2, 3]
+#: The trial (by seed) and epoch at which the storage is filled.
+FILL_AT = {"seed": 1, "epoch": 2}
+
+
+def filling_rows(config: dict[str, Any]) -> None:
+    """Report ``epochs`` rows with a checkpoint each; each row's value depends on the
+    state restored from the last checkpoint. In epoch ``FILL_AT`` of its trial, fill
+    the disk named in ``<data_dir>/fill.json`` (once: a marker in ``data_dir``)."""
+    from ray import tune
+
+    data = Path(config["data_dir"])
+    epoch, total = 0, 0.0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = json.loads(Path(d, "state.json").read_text())
+        epoch, total = state["epoch"], state["total"]
+    plan = data / "fill.json"
+    while epoch < config["epochs"]:
+        epoch += 1
+        total = _next(total, config["seed"], epoch)
+        if plan.exists() and (config["seed"], epoch) == (FILL_AT["seed"], FILL_AT["epoch"]):
+            try:
+                os.close(os.open(data / "filled", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                _fill(Path(json.loads(plan.read_text())["disk"]) / "filler")
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "state.json").write_text(json.dumps({"epoch": epoch, "total": total}))
+            row = {"epoch": epoch, "test_acc": total, "time_epoch": 0.01}
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _next(total: float, seed: int, epoch: int) -> float:
+    """The row value of ``epoch``: it depends on every epoch before it."""
+    return round(total * 0.5 + 0.1 * seed + 0.01 * epoch, 12)
+
+
+def _uninterrupted(seed: int) -> list[tuple[int, float]]:
+    """(epoch, test_acc) of every row of a trial run without a fault."""
+    rows, total = [], 0.0
+    for epoch in range(1, EPOCHS + 1):
+        total = _next(total, seed, epoch)
+        rows.append((epoch, total))
+    return rows
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the file system has no byte left."""
+    block = b"\0" * 65536
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError:
+            pass
+        try:  # the last partial block
+            while True:
+                f.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs, unmounted at the end."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)]
+    done = subprocess.run(mount, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def filling(ray_studies: None) -> str:
+    """``--trainable`` naming :func:`filling_rows`, which the workers get by value."""
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return f"{__name__}:filling_rows"
+
+
+def _study(tmp_path: Path, data: Path) -> Path:
+    study = copy.deepcopy(BASE)
+    study["trial"].update(data_dir=str(data), epochs=EPOCHS, optimizer="sgd")
+    study["space"] = {"seed": {"grid": SEEDS}}
+    study["checkpoint_every"] = 1
+    path = tmp_path / f"{data.name}.yaml"
+    path.write_text(json.dumps(study))
+    return path
+
+
+def _rows(study_dir: Path) -> dict[int, list[tuple[int, float]]]:
+    """(epoch, test_acc) of each trial's rows, by seed; every line must parse."""
+    out = {}
+    for params in study_dir.glob("*/params.json"):
+        seed = json.loads(params.read_text())["seed"]
+        result = params.parent / "result.json"
+        lines = result.read_text().splitlines() if result.exists() else []
+        out[seed] = [(r["epoch"], r["test_acc"]) for r in map(json.loads, lines)]
+    return out
+
+
+def _whole(study_dir: Path) -> None:
+    """Every file Ray or the project wrote is whole: JSON parses, a pickle is framed
+    (checked, not loaded), every row of ``result.json`` parses."""
+    pickles = ("*.pkl", "basic-variant-state-*", "search_gen_state-*")
+    framed = {p for pattern in pickles for p in study_dir.rglob(pattern)}
+    framed -= set(study_dir.glob("searcher-state-*"))  # the project's JSON
+    for file in framed:
+        data = file.read_bytes()
+        assert data[:1] == b"\x80" and data[-1:] == b".", file
+    for file in set(study_dir.rglob("*.json")) - framed:
+        text = file.read_text()
+        if file.name == "result.json":
+            [json.loads(line) for line in text.splitlines()]
+        else:
+            json.loads(text)
+
+
+def test_a_study_on_a_full_disk_resumes_once_space_is_freed(
+    filling: str, small_disk: Path, tmp_path: Path, capsys
+) -> None:
+    reference = {seed: _uninterrupted(seed) for seed in SEEDS}
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fill.json").write_text(json.dumps({"disk": str(small_disk)}))
+    spec = _study(tmp_path, data)
+    code = main(["run", str(spec), "--storage", str(small_disk), "--trainable", filling, "-q"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("xsam-tune: error: storage full: "), err
+    assert (data / "filled").exists()
+    study_dir = small_disk / "tiny"
+    _whole(study_dir)
+    before = _rows(study_dir)
+    assert sum(len(r) for r in before.values()) < len(SEEDS) * EPOCHS  # stopped midway
+    for seed, rows in before.items():  # what was written is the reference's beginning
+        assert rows == reference[seed][: len(rows)], seed
+
+    (small_disk / "filler").unlink()  # space freed
+    code = main(["resume", str(study_dir), "--trainable", filling, "-q"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    _whole(study_dir)
+    assert _rows(study_dir) == reference  # every trial, every epoch once, same values
+    assert not [p for p in study_dir.rglob(".*.tmp")]

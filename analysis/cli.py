@@ -299,7 +299,7 @@ def _results_from_summary(args: argparse.Namespace) -> bool:
         else _table_columns(summary.key_columns, "trials", list(summary.text))
     )
     named = [*cols, *(name for name, _ in by)]
-    if len(set(cols)) != len(cols) or any(name not in summary.text for name in named):
+    if not cols or len(set(cols)) != len(cols) or any(n not in summary.text for n in named):
         return False
     rows = summary.order(by)
     if rows is None:

@@ -20,7 +20,6 @@ import pandas as pd
 
 from analysis._claims import claims, format_claims
 from analysis._errors import AnalysisError
-from analysis._importance import importances
 from analysis._kinds import PLOTS, check_kinds
 from analysis._overhead import overhead_estimate
 from analysis._results import Study
@@ -30,6 +29,7 @@ from analysis._tables import (
     degradation_layout,
     degradation_table,
     fidelity_table,
+    importances_once,
     overhead_ratio_table,
     overhead_table,
 )
@@ -115,7 +115,7 @@ def write_report(
 def _tables(s: Study) -> dict[str, Any]:
     deg = degradation_table(s)
     try:
-        imp: pd.Series | str = importances(s)
+        imp: pd.Series | str = importances_once(s)
     except AnalysisError as exc:
         imp = str(exc)
     return {

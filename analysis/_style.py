@@ -63,6 +63,8 @@ def optimizer_style(names: Iterable[Any] = ()) -> dict[str, dict[str, str]]:
         name → ``{"color": ..., "marker": ...}``.
     """
     order = list(xsam_contract.OPTIMIZERS)
+    if isinstance(names, (pd.Series, pd.Index)):  # a frame's column: each name once
+        names = names.dropna().unique()
     extra = sorted({str(n) for n in names if n is not None and not pd.isna(n)} - set(order))
     return {
         name: {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}

@@ -65,6 +65,14 @@ def _once(s: Study, key: tuple[Any, ...], build: Callable[[], pd.DataFrame]) -> 
     return out
 
 
+def importances_once(s: Study) -> pd.Series:
+    """:func:`analysis.importances` with its defaults, computed once per Study (the
+    report's table and the sensitivity figure show the same numbers)."""
+    from analysis._importance import importances  # it imports this module
+
+    return _once(s, ("importances",), lambda: importances(s))
+
+
 def context_keys(trials: pd.DataFrame) -> list[str]:
     """The context settings that take more than one value among ``trials``."""
     return [c for c in _CONTEXT if c in trials.columns and trials[c].nunique(dropna=False) > 1]
@@ -433,6 +441,33 @@ def _grid_loss(pr: pd.DataFrame, starts: np.ndarray, name: str) -> np.ndarray:
     gaps[starts + sizes - 1] = np.inf  # across a refresh boundary
     step = np.fmin.reduceat(gaps, starts)
     return np.where(nearest <= step / 2 + 1e-9, loss[first], math.nan)
+
+
+def loss_curves(study: Study | str | Path) -> pd.DataFrame:
+    """The saved L(α) curves averaged by epoch: one row per epoch and grid point α
+    with ``loss``, the mean over every refresh of that epoch that probed α (all
+    trials; missing losses left out), and ``n``, how many losses it averages.
+    ``attrs["n_trials"]``: the trials with saved curves. Computed once per Study,
+    from three columns of ``.probes``."""
+    s = as_study(study)
+    return _once(s, ("loss_curves",), lambda: _loss_curves(s))
+
+
+def _loss_curves(s: Study) -> pd.DataFrame:
+    pr = s.probes
+    cols = ["epoch", "alpha", "loss", "n"]
+    if pr.empty:
+        out = pd.DataFrame(columns=cols)
+        out.attrs["n_trials"] = 0
+        return out
+    values = {c: pr[c].to_numpy(dtype="float64", na_value=np.nan) for c in cols[:3]}
+    ok = ~(np.isnan(values["epoch"]) | np.isnan(values["alpha"]) | np.isnan(values["loss"]))
+    loss = pd.Series(values["loss"][ok])
+    g = loss.groupby([values["epoch"][ok], values["alpha"][ok]], sort=True)
+    out = g.agg(["mean", "size"]).rename_axis(["epoch", "alpha"]).reset_index()
+    out = out.rename(columns={"mean": "loss", "size": "n"})[cols]
+    out.attrs["n_trials"] = int(refresh_losses(s)["trial_id"].nunique())
+    return out
 
 
 def fidelity_table(study: Study | str | Path) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import pandas as pd
 import xsam_contract
 from analysis._claims import COST_LIMIT_PCT
 from analysis._errors import AnalysisError
-from analysis._importance import importances, space_types
+from analysis._importance import space_types
 from analysis._kinds import FORMATS, PLOTS, check_kinds
 from analysis._overhead import overhead_estimate
 from analysis._results import Study
@@ -41,6 +41,8 @@ from analysis._tables import (
     degradation_layout,
     degradation_table,
     fidelity_table,
+    importances_once,
+    loss_curves,
     optimizer_order,
     overhead_ratio_table,
     overhead_table,
@@ -432,7 +434,7 @@ def plot_sensitivity(
     used = max(1, len(params))
     _heatmap_panel(axes[used], done.assign(_y=y), ylabel)
     try:
-        imp = importances(s)
+        imp = importances_once(s)
         axes[used + 1].barh(imp.index[::-1], imp.to_numpy()[::-1], color="C0")
         axes[used + 1].set_xlabel("importance (sums to 1)")
         n = int(imp.attrs["n_trials"])
@@ -590,8 +592,6 @@ def plot_alpha(
 ) -> Figure | list[Path]:
     """α* at every refresh over training, one line per trial (held until the next
     refresh), and ψ, the angle between v0 and v1 (the paper's Figure 2 analogue)."""
-    import seaborn as sns
-
     s = as_study(study)
     rl = refresh_losses(s)
     fig = _figure(s, "α* over training", (12, 4.4))
@@ -603,30 +603,105 @@ def plot_alpha(
     per_epoch = rl.groupby(["trial_id", "epoch"]).size().max()
     x = "epoch" if per_epoch <= 1 else "step"
     hue = _line_hue(s, rl)
-    d = _plain(rl)
-    if hue == "steps":  # k is discrete: one colour per k, not a colour scale
-        d["steps"] = d["steps"].map(lambda k: f"k={k:g}" if pd.notna(k) else "k=–")
+    colors, legend = _hue_colors(rl, hue)
     for ax, y, label in ((ax_a, "alpha_star", "α*"), (ax_p, "psi", "ψ (radians)")):
-        sns.lineplot(
-            data=d,
-            x=x,
-            y=y,
-            hue=hue,
-            units="trial_id",
-            estimator=None,
-            marker="o",
-            drawstyle="steps-post",
-            ax=ax,
-            legend=ax is ax_a and hue is not None,
-            palette="viridis" if hue and pd.api.types.is_numeric_dtype(d[hue]) else None,
-            hue_order=sorted(d[hue].unique()) if hue == "steps" else None,
-        )
+        _trial_steps(ax, rl, x, y, colors)
         ax.set_xlabel(x)
         ax.set_ylabel(label)
+    if isinstance(legend, dict):
+        from matplotlib.lines import Line2D
+
+        handles = [
+            Line2D([], [], color=c, marker="o", mec="w", mew=0.75, label=name)
+            for name, c in legend.items()
+        ]
+        # beside the panel: thousands of markers leave no "best" place inside it
+        ax_a.legend(
+            handles=handles, title=hue, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1)
+        )
+    elif legend is not None:  # a numeric setting: a colour scale
+        fig.colorbar(legend, ax=ax_p, label=hue)
     ax_a.axhline(1.0, ls=":", color="0.4", lw=1)
     ax_a.set_title("α* at each refresh (dotted: α = 1, SAM's direction)", fontsize=10)
     ax_p.set_title("ψ = ∠(v0, v1) at each refresh", fontsize=10)
     return _finish(fig, "alpha", out_dir, formats)
+
+
+def _hue_colors(frame: pd.DataFrame, hue: str | None) -> tuple[np.ndarray, Any]:
+    """A colour per row of ``frame`` by ``hue``, and what explains them: name → colour
+    for categories (k as ``k=1``; missing, e.g. sgd's k, in grey as ``–``), a
+    colour-mapped scale for a numeric setting, None without a hue."""
+    from matplotlib.colors import Normalize, to_rgba_array
+
+    if hue is None:
+        return to_rgba_array(["C0"] * len(frame)), None
+    values = frame[hue]
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and hue != "steps":
+        from matplotlib.cm import ScalarMappable
+
+        v = values.to_numpy(dtype="float64", na_value=np.nan)
+        scale = ScalarMappable(Normalize(np.nanmin(v), np.nanmax(v)), cmap="viridis")
+        rgba = scale.to_rgba(np.nan_to_num(v))
+        rgba[np.isnan(v)] = to_rgba_array("0.5")[0]
+        return rgba, scale
+    codes, uniques = pd.factorize(values, sort=numeric)  # numbers sorted, else as they come
+    names = [f"k={u:g}" if hue == "steps" else str(u) for u in uniques]
+    palette = [f"C{i % 10}" for i in range(len(names))]
+    legend = dict(zip(names, palette, strict=True))
+    if (codes < 0).any():
+        legend["k=–" if hue == "steps" else "–"] = "0.5"
+        palette.append("0.5")
+    rgba = to_rgba_array(palette)[codes]  # code -1 (missing): the last entry, grey
+    return rgba, legend
+
+
+def _trial_steps(ax: Axes, frame: pd.DataFrame, x: str, y: str, colors: np.ndarray) -> None:
+    """One step line per trial (each value held until the next), a marker at every
+    value. Trials of one colour are one line broken between trials, so a study of
+    thousands of trials costs a few artists, not thousands (a colour scale: one
+    line collection and one scatter)."""
+    from matplotlib.collections import LineCollection
+
+    xs = frame[x].to_numpy(dtype="float64", na_value=np.nan)
+    ys = frame[y].to_numpy(dtype="float64", na_value=np.nan)
+    trial = pd.factorize(frame["trial_id"])[0]
+    color_code, palette = _codes(colors)
+    order = np.lexsort((xs, trial, color_code))  # by colour, then trial, then x
+    xs, ys, trial, color_code = xs[order], ys[order], trial[order], color_code[order]
+    if len(palette) <= 20:
+        for code in np.unique(color_code):
+            sel = slice(*np.searchsorted(color_code, [code, code + 1]))  # rows of one colour
+            # NaN between trials: a break, and the last value of a trial has no step on.
+            cut = np.flatnonzero(trial[sel][1:] != trial[sel][:-1]) + 1
+            ax.plot(
+                np.insert(xs[sel], cut, np.nan),
+                np.insert(ys[sel], cut, np.nan),
+                color=palette[code],
+                marker="o",
+                ms=5,
+                mec="w",
+                mew=0.75,
+                lw=1.5,
+                drawstyle="steps-post",
+            )
+        return
+    same = np.append(trial[1:] == trial[:-1], False)  # the trial goes on after this value
+    ends = np.flatnonzero(~same)
+    # Steps-post vertices: each value, then (next x, same value) where the trial goes on.
+    vx = np.stack([xs, np.where(same, np.roll(xs, -1), np.nan)], axis=1).ravel()
+    points = np.column_stack([vx, np.repeat(ys, 2)])
+    lines = np.split(points, 2 * (ends[:-1] + 1))
+    segs = [seg[~np.isnan(seg[:, 0])] for seg in lines]
+    ax.add_collection(LineCollection(segs, colors=palette[color_code[ends]], linewidths=1.5))
+    ax.scatter(xs, ys, c=palette[color_code], s=25, edgecolors="w", linewidths=0.75, zorder=3)
+    ax.autoscale_view()
+
+
+def _codes(colors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGBA rows → an index per row into the distinct colours."""
+    palette, codes = np.unique(colors, axis=0, return_inverse=True)
+    return codes.ravel(), palette
 
 
 def _line_hue(s: Study, frame: pd.DataFrame) -> str | None:
@@ -650,8 +725,6 @@ def plot_fidelity(
     median per epoch (line); the saved L(α) curves by epoch; and the share of
     refreshes where L(v1) > L(v0) and where L(v(α*)) > L(v1), n refreshes
     under each bar (:func:`analysis.fidelity_table`)."""
-    import seaborn as sns
-
     s = as_study(study)
     rl = refresh_losses(s)
     fid = fidelity_table(s)
@@ -681,33 +754,34 @@ def plot_fidelity(
         ax_l.set_xlabel("epoch")
         ax_l.set_ylabel("probe-loss difference at ρm")
         ax_l.set_title("recorded probe losses: > 0 is what Proposition 1 says", fontsize=10)
-        ax_l.legend(fontsize=7, loc="best")
-    pr = s.probes
-    if pr.empty:
+        # not "best": searching for it over every refresh's dots costs seconds
+        ax_l.legend(fontsize=7, loc="upper right")
+    curves = loss_curves(s)
+    if curves.empty:
         _note(ax_c, "no saved L(α) curves yet")
     else:
-        d = _plain(pr[["trial_id", "epoch", "alpha", "loss"]])
-        sns.lineplot(
-            data=d,
-            x="alpha",
-            y="loss",
-            hue="epoch",
-            palette="viridis",
-            errorbar=None,
-            ax=ax_c,
-            legend=False,
-        )
         from matplotlib.cm import ScalarMappable
+        from matplotlib.collections import LineCollection
         from matplotlib.colors import Normalize
 
-        # epochs as a colour bar: a legend of a numeric hue would sit on the curves
-        norm = Normalize(float(d["epoch"].min()), float(d["epoch"].max()))
-        fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax_c, label="epoch")
+        epochs = curves["epoch"].to_numpy(dtype="float64")
+        # One line per epoch, coloured by epoch; epochs as a colour bar (a legend of
+        # a numeric hue would sit on the curves).
+        scale = ScalarMappable(Normalize(epochs.min(), epochs.max()), cmap="viridis")
+        starts = np.flatnonzero(np.append(True, epochs[1:] != epochs[:-1]))
+        points = curves[["alpha", "loss"]].to_numpy(dtype="float64")
+        ax_c.add_collection(
+            LineCollection(
+                np.split(points, starts[1:]), colors=scale.to_rgba(epochs[starts]), linewidths=1.5
+            )
+        )
+        ax_c.autoscale_view()
+        fig.colorbar(scale, ax=ax_c, label="epoch")
         ax_c.axvline(1.0, ls=":", color="0.4", lw=1)
         ax_c.set_xlabel("α")
         ax_c.set_ylabel("mean L(θ0 + ρm·v(α))")
         ax_c.set_title(
-            f"L(α) curves by epoch (mean over {d['trial_id'].nunique()} trials)", fontsize=10
+            f"L(α) curves by epoch (mean over {curves.attrs['n_trials']} trials)", fontsize=10
         )
     if fid.empty:
         _note(ax_s, "no refreshes to count yet")
@@ -776,7 +850,7 @@ def plot_curves(
             d[m] = 100.0 * d[m]
     d["group"] = d["optimizer"].astype(str)
     if d["steps"].nunique() > 1:
-        d["group"] += d["steps"].map(lambda k: f" k={k:g}" if pd.notna(k) else "")
+        d["group"] += _k_labels(d["steps"], " k={:g}", "")
     for i, (ax, m) in enumerate(zip(axes, metrics, strict=True)):
         if d[m].isna().all():
             _note(ax, f"{m}: not reported")
@@ -841,6 +915,12 @@ def _lines(ax: Axes, d: pd.DataFrame, x: str, y: str, *, legend: bool) -> None:
 
 
 # -- shared helpers --------------------------------------------------------
+
+
+def _k_labels(steps: pd.Series, fmt: str, missing: str) -> pd.Series:
+    """``fmt`` of each k (``missing`` where there is none), formatted once per value."""
+    labels = {k: fmt.format(k) for k in steps.dropna().unique()}
+    return steps.map(labels).astype(object).where(steps.notna(), missing)
 
 
 def _figure(s: Study, title: str, size: tuple[float, float]) -> Figure:

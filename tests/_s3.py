@@ -1,15 +1,12 @@
 """A real S3 protocol server on 127.0.0.1 for the object-storage tests (``moto`` in server mode).
 
 ``moto_server`` (from the ``dev`` extra) is started as a subprocess on a free
-loopback port and stopped, by its pid, at the end of the test session. Tests
-import the fixtures they use from here::
-
-    from tests._s3 import S3, s3  # noqa: F401  (pytest fixture)
-
-:func:`s3` accepts any credentials (moto's default); :func:`s3_strict`
-enforces authentication from the first request, so that an unsigned
-(anonymous) request is refused, as real S3 refuses it for a private bucket.
-Nothing here talks to anything but 127.0.0.1.
+loopback port and stopped, by its pid, at the end of the test session. The
+session fixtures ``s3`` and ``s3_strict`` (``tests/conftest.py``) are one
+server each for the whole suite: ``s3`` accepts any credentials (moto's
+default); ``s3_strict`` enforces authentication from the first request, so
+that an unsigned (anonymous) request is refused, as real S3 refuses it for a
+private bucket. Nothing here talks to anything but 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,25 +137,3 @@ def stop_server(server: S3) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    """A moto S3 server that accepts any credentials."""
-    server = start_server(tmp_path_factory.mktemp("moto") / "moto.log")
-    try:
-        yield server
-    finally:
-        stop_server(server)
-
-
-@pytest.fixture(scope="session")
-def s3_strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
-    """A moto S3 server that authenticates every request (anonymous ones are refused)."""
-    server = start_server(
-        tmp_path_factory.mktemp("moto-strict") / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="0"
-    )
-    try:
-        yield server
-    finally:
-        stop_server(server)

@@ -117,19 +117,16 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def build_study(storage: Path) -> Path:
+def build_study(storage: Path, mnist1d_dir: Path) -> Path:
     """Run the tiny study under ``storage`` with ``xsam-tune run`` and return
-    its directory (the suite's Ray instance is used when one is running)."""
+    its directory (the suite's Ray instance is used when one is running);
+    ``mnist1d_dir`` holds mnist1d's cache file (the session's, tests/conftest.py)."""
     from study.cli import main
-    from trainables.data import default_data_dir
 
     work = storage.parent / f"{storage.name}-work"
     data_dir = work / "data"
-    cached = default_data_dir() / "mnist1d" / "mnist1d.npz"
-    if cached.is_file():  # else the first trial generates it (a few seconds)
-        (data_dir / "mnist1d").mkdir(parents=True)
-        shutil.copy(cached, data_dir / "mnist1d" / "mnist1d.npz")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "mnist1d").mkdir(parents=True)
+    shutil.copy(mnist1d_dir / "mnist1d" / "mnist1d.npz", data_dir / "mnist1d" / "mnist1d.npz")
     # present for the pre-flight check, empty for the worker: one errored trial
     (data_dir / "tiny-imagenet-200").mkdir()
     spec = work / f"{STUDY_NAME}.yaml"
@@ -182,9 +179,11 @@ def make_partial(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def study_dir(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def study_dir(
+    ray_session: None, mnist1d_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A finished tiny study (built once per session, on the suite's Ray instance)."""
-    return build_study(tmp_path_factory.mktemp("studies"))
+    return build_study(tmp_path_factory.mktemp("studies"), mnist1d_dir)
 
 
 @pytest.fixture(scope="session")

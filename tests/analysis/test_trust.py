@@ -264,18 +264,12 @@ def test_fidelity_uses_the_recorded_losses_at_alpha_delta_0_3(tmp_path: Path) ->
     assert p12["verdict"] == "contradicted" and "not a grid point" in p12["why"]
 
 
-def _xsam_study(storage: Path, name: str, concurrent: int) -> Path:
+def _xsam_study(storage: Path, data_dir: Path, name: str, concurrent: int) -> Path:
     """Two XSAM trials (seeds 0, 1) run ``concurrent`` at a time, through the CLI."""
     import yaml
 
     from study.cli import main as xsam_tune
-    from trainables.data import default_data_dir
 
-    data_dir = storage / "data"
-    cached = default_data_dir() / "mnist1d" / "mnist1d.npz"
-    (data_dir / "mnist1d").mkdir(parents=True, exist_ok=True)
-    if cached.is_file():
-        shutil.copy(cached, data_dir / "mnist1d" / "mnist1d.npz")
     spec = {
         "name": name,
         "trial": {
@@ -313,12 +307,12 @@ def _xsam_study(storage: Path, name: str, concurrent: int) -> Path:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_overhead_estimate_does_not_depend_on_trials_sharing_the_cores(
-    ray_session: None, tmp_path: Path
+    ray_session: None, mnist1d_dir: Path, tmp_path: Path
 ) -> None:
     """The within-trial estimate of two trials run side by side on the two cores
     agrees with the same trials run one at a time, within its stated spread."""
-    side = analysis.load(_xsam_study(tmp_path, "side_by_side", 2))
-    alone = analysis.load(_xsam_study(tmp_path, "one_at_a_time", 1))
+    side = analysis.load(_xsam_study(tmp_path, mnist1d_dir, "side_by_side", 2))
+    alone = analysis.load(_xsam_study(tmp_path, mnist1d_dir, "one_at_a_time", 1))
     a = analysis.overhead_estimate(side.trials, side.epochs).iloc[0]
     b = analysis.overhead_estimate(alone.trials, alone.epochs).iloc[0]
     assert a["n_epochs"] == b["n_epochs"] == 2 * 5  # epochs after the first, both trials

@@ -21,7 +21,9 @@ files under ``$XSAM_FAULTS_DIR/<study name>/``, a folder the test reads:
 
 Steering, read from the same folder (written by the test before the study
 starts): ``barrier`` (a number n: :func:`train_recording_node` waits until n
-trials have recorded their node) and ``pause.json`` (see :func:`_pause_plan`).
+trials have recorded their node), ``pause.json`` (see :func:`_pause_plan`) and
+``hold_restart`` (while it exists, a run that starts from a checkpoint waits
+before training).
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ def train_recording_starts(config: dict[str, Any]) -> None:
         f"start {trial_id} {int(not fresh)} {checkpoint_epoch(checkpoint)} {pid} "
         f"{ray.get_runtime_context().gcs_address}",
     )
+    hold_restart = folder / "hold_restart"
+    deadline = time.monotonic() + WAIT_S
+    while not fresh and hold_restart.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     plan = _pause_plan(folder, trial_id, fresh)
     report = ray.tune.report
 

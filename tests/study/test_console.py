@@ -25,7 +25,14 @@ import pytest
 from study._console import Console, error_reason, format_duration
 from study._report import best_trials, status_of, trial_status
 from study.config import parse_study
-from tests.study._cli_driver import REPO, SLOW_ROWS, command, driver_env, tiny_study
+from tests.study._cli_driver import (
+    REPO,
+    SLOW_ROWS,
+    closing_rows,
+    command,
+    driver_env,
+    tiny_study,
+)
 
 
 @dataclass
@@ -259,7 +266,7 @@ def test_console_in_a_terminal(tmp_path: Path) -> None:
         assert re.search(rf"^started  \S+  optimizer={optimizer}, seed=0$", plain, re.M), plain
     finished = re.findall(r"^finished  \S+  test_acc=[0-9.]+%  \(2/2 epochs\)$", plain, re.M)
     assert len(finished) == 3, plain
-    rows = _closing_rows(plain)
+    rows = closing_rows(plain)
     assert [row[1:3] for row in rows] == [["finished", "2/2"]] * 3, plain
     assert sorted(row[4] for row in rows) == ["sam", "sgd", "xsam"]
     assert "Trial status" not in text and "╭" not in text  # Ray's own tables are off
@@ -305,14 +312,3 @@ def test_two_runs_at_once_pipe_and_json(tmp_path: Path) -> None:
     assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3, kinds
     assert kinds[-1] == "study_end" and events[-1]["directory"] == dirs[1], events[-1]
     assert [t["status"] for t in events[-1]["trials"]] == ["finished"] * 3
-
-
-def _closing_rows(text: str) -> list[list[str]]:
-    lines = text.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["trial", "status", "epochs"])
-    rows = []
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        rows.append(line.split())
-    return rows

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.study._cli_driver import REPO, driver_env
-from tests.study.test_engine_faults import DRIVER_TIMEOUT, _lines, _outputs, _write_study
+from tests.study._engine import DRIVER_TIMEOUT, lines, outputs, write_study
 
 TRIALS = 8
 
@@ -38,19 +38,15 @@ def base() -> Iterator[Path]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_quarter_gpus_run_four_per_gpu(base: Path) -> None:
-    from trainables.data import load_dataset
-
-    data_dir = base / "data"
-    load_dataset({"dataset": "mnist1d", "data_dir": str(data_dir)})
+def test_quarter_gpus_run_four_per_gpu(base: Path, mnist1d_dir: Path) -> None:
     name = "gpus"
     records = base / "records" / name
     records.mkdir(parents=True)
     (records / "barrier").write_text(str(TRIALS))  # all eight must run at once
-    study = _write_study(
+    study = write_study(
         base,
         name,
-        data_dir,
+        mnist1d_dir,
         space={"seed": {"grid": list(range(TRIALS))}},
         trial={"epochs": 1},
         extra={"resources": {"cpu": 1, "gpu": 0.25}},
@@ -67,16 +63,16 @@ def test_quarter_gpus_run_four_per_gpu(base: Path) -> None:
             text=True,
             timeout=DRIVER_TIMEOUT,
         )
-    assert proc.returncode == 0, _outputs(proc)
+    assert proc.returncode == 0, outputs(proc)
 
-    placed = _lines(records / "gpus.txt")
+    placed = lines(records / "gpus.txt")
     assert len(placed) == TRIALS and len({p[0] for p in placed}) == TRIALS, placed
     for trial_id, visible, ids, _ in placed:
         # one GPU per trial, and the worker's CUDA_VISIBLE_DEVICES is that GPU
         assert ids in ("0", "1") and visible == ids, (trial_id, visible, ids)
     assert Counter(p[2] for p in placed) == {"0": 4, "1": 4}
     # all eight were placed at the same time: four at once on each GPU
-    assert sorted(b[1] for b in _lines(records / "barrier.txt")) == ["1"] * TRIALS
+    assert sorted(b[1] for b in lines(records / "barrier.txt")) == ["1"] * TRIALS
 
     trial_dirs = sorted(p for p in (storage / name).iterdir() if (p / "result.json").exists())
     assert len(trial_dirs) == TRIALS

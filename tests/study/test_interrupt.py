@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.study._cli_driver import (
-    REPO,
     SLOW_ROWS,
-    command,
+    background,
+    closing_rows,
     driver_env,
+    interrupt_after_first_report,
+    run,
     tiny_study,
     wait_for_first_report,
 )
@@ -40,22 +41,8 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
     with driver_env(tmp_path, XSAM_TEST_EPOCH_S="0.5") as env:
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                command(*args, "--print-dir-to", str(dir_file)),
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        try:
-            wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
-            proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        with background([*args, "--print-dir-to", str(dir_file)], env, log) as proc:
+            rc = interrupt_after_first_report(proc, data / "reports.txt", log, TIMEOUT)
         text = log.read_text()
         assert rc == 130, text
         study_dir = storage / "stopme"
@@ -64,7 +51,7 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
         assert "interrupted: stopping the trials" in text
         record = json.loads((study_dir / "study.json").read_text())
         assert "interrupted_at" in record and "finished_at" not in record, record
-        table = _closing_rows(text)
+        table = closing_rows(text)
         assert len(table) == 3, text
         labels = {row[1] for row in table}
         assert "interrupted" in labels and labels <= {"interrupted", "pending", "finished"}, text
@@ -72,12 +59,9 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
             done, total = row[2].split("/")
             assert (row[1] == "finished") == (done == total), row
 
-        resumed = subprocess.run(
-            command("resume", str(study_dir), "--trainable", SLOW_ROWS),
-            cwd=REPO,
-            env={**env, "XSAM_TEST_EPOCH_S": "0.05"},
-            capture_output=True,
-            text=True,
+        resumed = run(
+            ["resume", str(study_dir), "--trainable", SLOW_ROWS],
+            {**env, "XSAM_TEST_EPOCH_S": "0.05"},
             timeout=TIMEOUT,
         )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -88,19 +72,7 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     for trial_dir in trial_dirs:
         rows = [json.loads(ln) for ln in (trial_dir / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1)), trial_dir
-    assert {row[1] for row in _closing_rows(resumed.stdout)} == {"finished"}
-
-
-def _closing_rows(text: str) -> list[list[str]]:
-    """The rows of the closing table (after its ``trial status epochs`` header)."""
-    lines = text.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["trial", "status", "epochs"])
-    rows = []
-    for line in lines[start + 1 :]:
-        if not line.strip():
-            break
-        rows.append(line.split())
-    return rows
+    assert {row[1] for row in closing_rows(resumed.stdout)} == {"finished"}
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
@@ -109,23 +81,15 @@ def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     storage = tmp_path / "studies"
     log = tmp_path / "run.log"
     args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
-    with driver_env(tmp_path, XSAM_TEST_EPOCH_S="0.5") as env:
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                command(*args), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
-            proc.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + TIMEOUT
-            while "interrupted: stopping" not in log.read_text():  # the first was heard
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with driver_env(tmp_path, XSAM_TEST_EPOCH_S="0.5") as env, background(args, env, log) as proc:
+        wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + TIMEOUT
+        while "interrupted: stopping" not in log.read_text():  # the first was heard
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=TIMEOUT)
     text = log.read_text()
     assert rc == 130, text
     # stopped at once: no closing table, the one-line notice instead

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,14 +26,14 @@ import pytest
 from analysis import _remote
 from study._errors import StudyLaunchError
 from study._preflight import check_storage_writable
-from tests._s3 import S3, free_port, s3, s3_strict  # noqa: F401  (pytest fixtures)
+from tests._s3 import S3, free_port
 from tests.study._cli_driver import (
-    REPO,
     SLOW_ROWS,
-    command,
+    background,
     driver_env,
+    interrupt_after_first_report,
+    run,
     tiny_study,
-    wait_for_first_report,
 )
 
 LIMIT_S = 15.0
@@ -44,9 +42,7 @@ LIMIT_S = 15.0
 def _refused(args: list[str], env: dict[str, str], ray_tmp: str) -> str:
     """Run ``xsam-tune ARGS``: exit 2, one line, within LIMIT_S, no Ray started."""
     start = time.monotonic()
-    proc = subprocess.run(
-        command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = run(args, env, timeout=60)
     took = time.monotonic() - start
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -60,8 +56,8 @@ def _refused(args: list[str], env: dict[str, str], ray_tmp: str) -> str:
 def test_bad_storage_is_refused_before_anything_starts(
     case: str,
     tmp_path: Path,
-    s3: S3,  # noqa: F811
-    s3_strict: S3,  # noqa: F811
+    s3: S3,
+    s3_strict: S3,
 ) -> None:
     data = tmp_path / "data"
     study = tiny_study(tmp_path, "bad", data)
@@ -88,7 +84,7 @@ def test_bad_storage_is_refused_before_anything_starts(
     assert not data.exists()
 
 
-def test_reachable_bucket_passes_the_check(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_reachable_bucket_passes_the_check(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same probe accepts a bucket that exists (empty prefix or not)."""
     bucket = s3.bucket()
     for key, value in s3.env().items():
@@ -130,7 +126,7 @@ TIMEOUT = 300
 @pytest.mark.slow
 def test_study_in_the_bucket_resumed_from_elsewhere(
     tmp_path: Path,
-    s3: S3,  # noqa: F811
+    s3: S3,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An Optuna study with ``--storage s3://…``, stopped by Ctrl-C after the
@@ -157,32 +153,18 @@ def test_study_in_the_bucket_resumed_from_elsewhere(
     log = tmp_path / "run.log"
     with driver_env(tmp_path, XSAM_TEST_EPOCH_S="0.5") as env:
         env = s3.apply(env)
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                command("run", str(study), "--storage", root, "--trainable", SLOW_ROWS, "-q"),
-                cwd=first,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_for_first_report(proc, data / "reports.txt", log, TIMEOUT)
-            proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        args = ["run", str(study), "--storage", root, "--trainable", SLOW_ROWS, "-q"]
+        with background(args, env, log, cwd=first) as proc:
+            rc = interrupt_after_first_report(proc, data / "reports.txt", log, TIMEOUT)
         assert rc == 130, log.read_text()
         assert any(k.endswith("/result.json") for k in s3.keys(bucket)), s3.keys(bucket)
 
         other = {**env, "XDG_CACHE_HOME": str(second / "cache"), "XSAM_TEST_EPOCH_S": "0.05"}
-        resumed = subprocess.run(
-            command("resume", f"{root}/opt", "--trainable", SLOW_ROWS, "-q"),
-            cwd=second,
-            env=other,
-            capture_output=True,
-            text=True,
+        resumed = run(
+            ["resume", f"{root}/opt", "--trainable", SLOW_ROWS, "-q"],
+            other,
             timeout=TIMEOUT,
+            cwd=second,
         )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"study directory: {root}/opt" in resumed.stdout, resumed.stdout
@@ -222,7 +204,7 @@ def test_study_in_the_bucket_resumed_from_elsewhere(
 
 def test_remote_mirror_reads_only_what_changed(
     tmp_path: Path,
-    s3: S3,  # noqa: F811
+    s3: S3,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:

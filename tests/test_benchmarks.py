@@ -24,6 +24,7 @@ def test_every_benchmark_is_listed() -> None:
         "loop_overhead.py",
         "epoch_overhead.py",
         "authors_step.py",
+        "study_start.py",
     } <= set(BENCHMARKS)
 
 

@@ -2,9 +2,10 @@
 
 The storage is a real 2 MB tmpfs mounted for the test (the machine's own file
 system code, not a stub: Ray, pyarrow and the project all hit ENOSPC where
-they really would). One trial fills it to the last byte in its second epoch,
-so every later write of Ray's driver (its run state, searcher state, rows,
-errors) and of the trials (checkpoints) fails. Then:
+they really would). The last trial fills it to the last byte in its third epoch,
+once another trial's rows are all in the study directory, so every later
+write of Ray's driver (its run state, searcher state, rows, errors) and of the
+trials (checkpoints) fails. Then:
 
 - the run ends in one line, ``storage full``, exit 1;
 - every file in the study directory is whole (each parses; no row is cut);
@@ -29,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,13 @@ import pytest
 from study.cli import main
 from tests.study.conftest import BASE
 
-pytestmark = pytest.mark.ray
-
 EPOCHS = 4
 SEEDS = [0, 1, 2, 3]
-#: The trial (by seed) and epoch at which the storage is filled.
-FILL_AT = {"seed": 1, "epoch": 2}
+#: The trial (by seed) and epoch at which the storage is filled: the last trial,
+#: once another one's rows are all in the study directory.
+FILL_AT = {"seed": 3, "epoch": 3}
+#: Longest the filling trial waits for those rows (the test then fails on what it finds).
+WAIT_S = 60.0
 
 
 def filling_rows(config: dict[str, Any]) -> None:
@@ -69,7 +72,9 @@ def filling_rows(config: dict[str, Any]) -> None:
             except FileExistsError:
                 pass
             else:
-                _fill(Path(json.loads(plan.read_text())["disk"]) / "filler")
+                disk = Path(json.loads(plan.read_text())["disk"])
+                _wait_for_a_finished_trial(disk)
+                _fill(disk / "filler")
         with tempfile.TemporaryDirectory() as d:
             Path(d, "state.json").write_text(json.dumps({"epoch": epoch, "total": total}))
             row = {"epoch": epoch, "test_acc": total, "time_epoch": 0.01}
@@ -88,6 +93,16 @@ def _uninterrupted(seed: int) -> list[tuple[int, float]]:
         total = _next(total, seed, epoch)
         rows.append((epoch, total))
     return rows
+
+
+def _wait_for_a_finished_trial(disk: Path) -> None:
+    """Until some trial's ``result.json`` in the study directory holds every epoch."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for result in disk.glob("*/*/result.json"):
+            if len(result.read_bytes().splitlines()) >= EPOCHS:
+                return
+        time.sleep(0.2)
 
 
 def _fill(path: Path) -> None:
@@ -170,6 +185,7 @@ def _whole(study_dir: Path) -> None:
             json.loads(text)
 
 
+@pytest.mark.ray
 def test_a_study_on_a_full_disk_resumes_once_space_is_freed(
     filling: str, small_disk: Path, tmp_path: Path, capsys
 ) -> None:
@@ -188,6 +204,7 @@ def test_a_study_on_a_full_disk_resumes_once_space_is_freed(
     _whole(study_dir)
     before = _rows(study_dir)
     assert sum(len(r) for r in before.values()) < len(SEEDS) * EPOCHS  # stopped midway
+    assert any(len(r) == EPOCHS for r in before.values()), before  # filled after a trial's end
     for seed, rows in before.items():  # what was written is the reference's beginning
         assert rows == reference[seed][: len(rows)], seed
 
@@ -198,3 +215,77 @@ def test_a_study_on_a_full_disk_resumes_once_space_is_freed(
     _whole(study_dir)
     assert _rows(study_dir) == reference  # every trial, every epoch once, same values
     assert not [p for p in study_dir.rglob(".*.tmp")]
+
+
+# -- the file system Ray writes through (study._durable), without Ray ---------
+
+
+def _state(trials: dict[str, int]) -> bytes:
+    """A run state in Ray's format naming each trial folder with its reported rows."""
+    data = [
+        [json.dumps({"relative_logdir": d}), json.dumps({"last_result": {"training_iteration": n}})]
+        for d, n in trials.items()
+    ]
+    return json.dumps({"trial_data": data}).encode()
+
+
+def _write(fs: Any, path: Path, data: bytes) -> None:
+    with fs.open_output_stream(str(path)) as f:
+        f.write(data)
+
+
+def test_the_run_state_waits_for_the_rows_it_names(tmp_path: Path) -> None:
+    from study._durable import storage_filesystem
+
+    study_dir = tmp_path / "tiny"
+    (study_dir / "t1" / "checkpoint_000000").mkdir(parents=True)
+    fs = storage_filesystem("native", str(study_dir))
+    state = study_dir / "experiment_state-x.json"
+    searcher = study_dir / "basic-variant-state-x.json"
+    _write(fs, state, _state({"t1": 0}))
+    _write(fs, searcher, b"\x80\x05N.")
+    assert state.read_bytes() == _state({"t1": 0})  # no rows named: in place at once
+
+    _write(fs, state, _state({"t1": 2}))
+    _write(fs, searcher, b"\x80\x05K\x01.")
+    fs.delete_dir(str(study_dir / "t1" / "checkpoint_000000"))  # Ray drops an old checkpoint
+    _write(fs, study_dir / "t1" / "result.json", b'{"epoch": 1}\n')
+    # one row of the two it names: the former state stays, and the checkpoint it may name
+    assert state.read_bytes() == _state({"t1": 0})
+    assert searcher.read_bytes() == b"\x80\x05N."
+    assert (study_dir / "t1" / "checkpoint_000000").is_dir()
+    _write(fs, state, _state({"t1": 2}))  # the next sync: its rows are still not there
+    _write(fs, study_dir / "t1" / "result.json", b'{"epoch": 1}\n{"epoch": 2}\n')
+    assert state.read_bytes() == _state({"t1": 2})
+    assert searcher.read_bytes() == b"\x80\x05K\x01."
+    assert not (study_dir / "t1" / "checkpoint_000000").exists()  # a later state is in place
+    assert [p.name for p in study_dir.rglob(".*")] == []  # no temporary left
+
+
+def test_a_write_the_full_disk_stops_leaves_the_former_file(small_disk: Path) -> None:
+    from study._durable import full_disk_error, storage_filesystem
+
+    fs = storage_filesystem("native", str(small_disk))
+    target = small_disk / "result.json"
+    _write(fs, target, b'{"epoch": 1}\n')
+    with pytest.raises(OSError) as info:
+        _write(fs, target, b"x" * (3 << 20))  # more than the 2 MB disk holds
+    assert "No space left" in str(info.value) or getattr(info.value, "errno", None) == 28
+    assert target.read_bytes() == b'{"epoch": 1}\n'
+    assert [p.name for p in small_disk.iterdir()] == ["result.json"]
+    error = full_disk_error(None, str(small_disk.parent))
+    assert error is not None and error.errno == 28
+
+
+def test_rows_after_the_restored_checkpoint_are_cut(tmp_path: Path) -> None:
+    from study._durable import cut_rows_after
+
+    rows = [{"epoch": e, "checkpoint_dir_name": f"checkpoint_{e - 1:06d}"} for e in (1, 2, 3)]
+    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "progress.csv").write_text("epoch\n1\n2\n3\n")
+    assert cut_rows_after(str(tmp_path), "checkpoint_000001")
+    assert [
+        json.loads(r)["epoch"] for r in (tmp_path / "result.json").read_text().splitlines()
+    ] == [1, 2]
+    assert (tmp_path / "progress.csv").read_text() == "epoch\n1\n2\n"
+    assert not cut_rows_after(str(tmp_path), "checkpoint_000001")  # nothing after it now

@@ -65,8 +65,8 @@ class Frames:
     names: dict[str, str]
     problems: list[str]
 
-    def read(self, kind: str) -> pd.DataFrame:
-        """One frame, with the dtypes it was written with.
+    def read(self, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One frame (``columns``: only these), with the dtypes it was written with.
 
         Arrow's buffers are released column by column as pandas takes them
         (``self_destruct``), and the pool's free memory handed back after: a
@@ -76,7 +76,8 @@ class Frames:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(self.dir / f"{kind}-{self.stamp}.parquet", pre_buffer=False)
+        path = self.dir / f"{kind}-{self.stamp}.parquet"
+        table = pq.read_table(path, columns=columns, pre_buffer=False)
         frame = table.to_pandas(self_destruct=True, split_blocks=True)
         del table
         pa.default_memory_pool().release_unused()

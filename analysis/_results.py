@@ -461,8 +461,23 @@ class Study:
             out[name] = bool(np.array_equal(values, np.floor(values)))
         return out
 
-    def _probes_of(self, raw: list[_RawTrial], positions: np.ndarray) -> pd.DataFrame:
-        """``.probes`` of some trials (``positions``: their rows in ``.trials``)."""
+    def _probe_columns(self, columns: Iterable[str]) -> pd.DataFrame:
+        """Some columns of ``.probes``, in its row order, without building the others:
+        from the frame once it has been read, else only these columns of the parquet
+        cache or of the rows read. A report needs a few of the columns of a frame of
+        millions of grid points (0.4 GB for a 1,000 x 200 study), not all of them."""
+        cols = list(columns)
+        if "probes" in self.__dict__:
+            return self.__dict__["probes"][cols]
+        if self._cached is not None:
+            return self._cached.read("probes", columns=cols)
+        return self._probes_of(self._raw, np.arange(len(self._raw)), cols)
+
+    def _probes_of(
+        self, raw: list[_RawTrial], positions: np.ndarray, columns: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """``.probes`` of some trials (``positions``: their rows in ``.trials``);
+        ``columns``: only these (default all)."""
         has = [i for i, t in enumerate(raw) if t.probes is not None and t.probes.n]
         grids: list[_Probes] = [raw[i].probes for i in has]  # type: ignore[misc]
         per_refresh = _cat([g.counts for g in grids], "int64")
@@ -472,29 +487,41 @@ class Study:
         def per_point(name: str) -> np.ndarray:
             return np.repeat(_cat([g.fields[name] for g in grids]), per_refresh)
 
-        alpha = _cat([g.alphas for g in grids])
-        star = per_point("alpha")
-        known = ~np.isnan(star)
-        out: dict[str, Any] = {
-            "refresh_index": _int_array(
+        def is_star() -> Any:
+            alpha, star = _cat([g.alphas for g in grids]), per_point("alpha")
+            known = ~np.isnan(star)
+            return pd.arrays.BooleanArray((np.abs(alpha - star) < 1e-9) & known, ~known)
+
+        # Built only when asked for: a column of every grid point is large.
+        build: dict[str, Any] = {
+            "refresh_index": lambda: _int_array(
                 np.repeat(_cat([np.arange(g.n) for g in grids]), per_refresh), True
             ),
-            "epoch": _int_array(per_point("epoch"), self._probe_int["epoch"]),
-            "step": _int_array(per_point("step"), self._probe_int["step"]),
-            "alpha": alpha,
-            "loss": _cat([g.losses for g in grids]),
-            "alpha_star": star,
-            "psi": per_point("psi"),
-            "is_star": pd.arrays.BooleanArray((np.abs(alpha - star) < 1e-9) & known, ~known),
-            "loss_v0": per_point("loss_v0"),
-            "loss_v1": per_point("loss_v1"),
-            "loss_best": per_point("loss_best"),
+            "epoch": lambda: _int_array(per_point("epoch"), self._probe_int["epoch"]),
+            "step": lambda: _int_array(per_point("step"), self._probe_int["step"]),
+            "alpha": lambda: _cat([g.alphas for g in grids]),
+            "loss": lambda: _cat([g.losses for g in grids]),
+            "alpha_star": lambda: per_point("alpha"),
+            "psi": lambda: per_point("psi"),
+            "is_star": is_star,
+            "loss_v0": lambda: per_point("loss_v0"),
+            "loss_v1": lambda: per_point("loss_v1"),
+            "loss_best": lambda: per_point("loss_best"),
         }
+        keys = self._key_frame(exclude=PROBE_COLUMNS)
+        wanted = None if columns is None else set(columns)
         frame = pd.DataFrame(
-            {name: out[name] for name in PROBE_COLUMNS if name != "trial_id"},
+            {
+                name: build[name]()
+                for name in PROBE_COLUMNS
+                if name != "trial_id" and (wanted is None or name in wanted)
+            },
             index=pd.RangeIndex(int(per_refresh.sum())),
         )
-        return _with_keys(frame, self._key_frame(exclude=PROBE_COLUMNS), trial_rows)
+        if wanted is not None:
+            keys = keys[[c for c in keys.columns if c in wanted]]
+        out = _with_keys(frame, keys, trial_rows)
+        return out if columns is None else out[list(columns)]
 
     def _key_frame(self, exclude: Mapping[str, Any]) -> pd.DataFrame:
         """trial_id plus the key columns, renamed ``config_<name>`` where a key

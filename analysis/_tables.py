@@ -13,7 +13,9 @@ import pandas as pd
 import xsam_contract
 from analysis._errors import AnalysisError
 from analysis._results import Study, load
+from analysis._schema import PROBE_COLUMNS
 from analysis._stats import mean_interval, quartiles
+from analysis._style import is_accuracy
 
 __all__ = [
     "COMPLETE",
@@ -25,6 +27,7 @@ __all__ = [
     "overhead_ratio_table",
     "overhead_table",
     "refresh_losses",
+    "refresh_records",
 ]
 
 #: Statuses whose final metrics count as results (Ray/Optuna treat both as complete).
@@ -52,9 +55,13 @@ def _once(s: Study, key: tuple[Any, ...], build: Callable[[], pd.DataFrame]) -> 
     frames = (s.__dict__.get("trials"), s.__dict__.get("epochs"), s.__dict__.get("probes"))
     memo = s.__dict__.setdefault("_table_memo", {})
     hit = memo.get(key)
-    # Stale when a frame it read has been replaced since (frames first read later are not).
-    if hit is None or any(
-        a is not None and a is not b for a, b in zip(hit[0], frames, strict=True)
+    # Stale when a frame it read has been replaced since (frames first read later are
+    # not), or when .probes, which a table reads in part (some columns, from the
+    # cache: Study._probe_columns), has been read in full since (it may be edited).
+    if (
+        hit is None
+        or any(a is not None and a is not b for a, b in zip(hit[0], frames, strict=True))
+        or (hit[0][2] is None and frames[2] is not None)
     ):
         table = build()
         # The frames as they are now (build() may have read some for the first time).
@@ -352,6 +359,73 @@ def _ratio_spread(s: Study, baseline: str, join: list[str]) -> pd.DataFrame:
     return out[[*join, "refresh", "ratio_low", "ratio_high"]]
 
 
+# -- learning curves --------------------------------------------------------
+
+#: The metrics of the learning curves, in the figure's order.
+CURVE_METRICS: tuple[str, ...] = ("train_loss", "test_loss", "train_acc", "test_acc")
+
+
+def curve_rows(study: Study | str | Path) -> pd.DataFrame:
+    """The epochs the learning curves are drawn from: diverged trials left out
+    (their NaN or chance-level epochs would drag a group's mean down), ±inf as
+    missing, accuracy in %, and ``group``: the optimizer, with ``k=…`` when k
+    varies. Columns ``trial_id``, ``epoch``, ``optimizer``, ``steps`` (float),
+    ``group`` and :data:`CURVE_METRICS`; ``attrs["diverged"]``: trials left out."""
+    s = as_study(study)
+    return _once(s, ("curve_rows",), lambda: _curve_rows(s))
+
+
+def _curve_rows(s: Study) -> pd.DataFrame:
+    ep = s.epochs
+    metrics = [m for m in CURVE_METRICS if m in ep.columns]
+    diverged = s.trials.loc[s.trials["status"].eq("diverged").fillna(False), "trial_id"]
+    ep = ep[~ep["trial_id"].isin(diverged)]
+    out = pd.DataFrame(
+        {
+            "trial_id": ep["trial_id"].to_numpy(dtype=object),
+            "epoch": ep["epoch"].to_numpy(dtype="float64", na_value=np.nan),
+            "optimizer": ep["optimizer"].astype(object).to_numpy(),
+            "steps": ep["steps"].to_numpy(dtype="float64", na_value=np.nan),
+        }
+    )
+    for m in metrics:
+        v = pd.to_numeric(ep[m], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        v = np.where(np.isinf(v), np.nan, v)
+        out[m] = 100.0 * v if is_accuracy(m) else v
+    group = out["optimizer"].astype(str)
+    if out["steps"].nunique() > 1:  # each k formatted once, not once per row
+        labels = {k: f" k={k:g}" for k in out["steps"].dropna().unique()}
+        group = group + out["steps"].map(labels).fillna("")
+    out["group"] = group.to_numpy(dtype=object)
+    out.attrs["diverged"] = len(diverged)
+    return out
+
+
+def learning_curves(study: Study | str | Path) -> pd.DataFrame:
+    """What the learning-curve figure draws: per ``group`` (optimizer and k),
+    metric and epoch, the mean over trials with its 95 % t-interval, computed
+    once with :func:`analysis._stats.mean_interval` (no resampling; no interval
+    below 3 trials). Accuracy in %; diverged trials left out (:func:`curve_rows`).
+    Columns ``metric``, ``group``, ``epoch``, ``n``, ``mean``, ``std``, ``low``,
+    ``high``, ``min``, ``max``, ``interval``."""
+    s = as_study(study)
+    return _once(s, ("learning_curves",), lambda: _learning_curves(s))
+
+
+def _learning_curves(s: Study) -> pd.DataFrame:
+    d = curve_rows(s)
+    parts = []
+    for m in CURVE_METRICS:
+        if m not in d.columns:
+            continue
+        stat = mean_interval(d[m], [d["group"], d["epoch"]], of="the mean over trials")
+        parts.append(stat.assign(metric=m))
+    if not parts:
+        return pd.DataFrame(columns=["metric", "group", "epoch", "n", "mean", "low", "high"])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["metric", *[c for c in out.columns if c != "metric"]]]
+
+
 # -- fidelity --------------------------------------------------------------
 
 
@@ -373,32 +447,59 @@ def refresh_losses(study: Study | str | Path) -> pd.DataFrame:
 _RECORDED = ("loss_v0", "loss_v1", "loss_best")
 
 
+def refresh_records(study: Study | str | Path) -> pd.DataFrame:
+    """One row per α refresh of ``.probes`` as its record holds it (nothing read off
+    the grid): ``trial_id``, ``refresh_index``, ``epoch``, ``step``, ``alpha_star``,
+    ``psi``, ``loss_v0``, ``loss_v1``, ``loss_best`` (NaN where the record lacks
+    one), and ``start``, the refresh's first row in ``.probes``. Read from those
+    columns alone (not the grid points' or the keys'), once per Study."""
+    s = as_study(study)
+    return _once(s, ("refresh_records",), lambda: _refresh_records(s))
+
+
+# Per-refresh columns of .probes (repeated on each of a refresh's grid points).
+_PER_REFRESH = ("refresh_index", "epoch", "step", "alpha_star", "psi", *_RECORDED)
+
+
+def _refresh_records(s: Study) -> pd.DataFrame:
+    pr = s._probe_columns(["trial_id", *_PER_REFRESH])
+    # Grid points of one refresh are consecutive rows: a refresh starts where
+    # the trial or the refresh index changes.
+    trial = pd.factorize(pr["trial_id"])[0]
+    index = pr["refresh_index"].to_numpy(dtype="float64", na_value=np.nan)
+    start = np.ones(len(pr), dtype=bool)
+    start[1:] = (index[1:] != index[:-1]) | (trial[1:] != trial[:-1])
+    starts = np.flatnonzero(start)
+    out = pr.take(starts).reset_index(drop=True)
+    out["start"] = starts
+    return out
+
+
 def _refresh_losses(s: Study) -> pd.DataFrame:
-    pr = s.probes
     cols = ["trial_id", "epoch", "step", *_RECORDED, "alpha_star", "psi"]
-    if not pr.empty:
-        per = ["trial_id", "refresh_index"]
-        # Grid points of one refresh are consecutive rows: a refresh starts where
-        # the trial or the refresh index changes.
-        start = np.ones(len(pr), dtype=bool)
-        index = pr["refresh_index"].to_numpy()
-        trial = pr["trial_id"].to_numpy()
-        start[1:] = (index[1:] != index[:-1]) | (trial[1:] != trial[:-1])
-        starts = np.flatnonzero(start)
-        keep = [c for c in pr.columns if c not in ("alpha", "loss", "is_star", *_RECORDED)]
-        first = pr.loc[start, keep].reset_index(drop=True)
+    rec = refresh_records(s)
+    if not rec.empty:
+        # The trial's key columns, as .probes holds them (taken from .trials).
+        keys = s._key_frame(exclude=PROBE_COLUMNS)
+        rows = pd.Index(keys["trial_id"]).get_indexer(rec["trial_id"])
+        first = rec[["trial_id", "refresh_index"]].copy()
+        for c in keys.columns[1:]:
+            first[c] = keys[c].array.take(rows)
+        for c in ("epoch", "step", "alpha_star", "psi"):
+            first[c] = rec[c]
+        starts = rec["start"].to_numpy()
+        grid = None
         for name in _RECORDED:
-            recorded = (
-                pr[name].to_numpy(dtype="float64", na_value=np.nan)[starts]
-                if name in pr.columns
-                else np.full(len(first), math.nan)
-            )
+            recorded = rec[name].to_numpy(dtype="float64", na_value=np.nan)
             missing = np.isnan(recorded)
             if missing.any():  # only older records send us to the grid
-                recorded = np.where(missing, _grid_loss(pr, starts, name), recorded)
+                if grid is None:
+                    grid = s._probe_columns(
+                        ["trial_id", "refresh_index", "alpha", "loss", "is_star"]
+                    )
+                recorded = np.where(missing, _grid_loss(grid, starts, name), recorded)
             first[name] = recorded
-        order = [*per, *[c for c in keep if c not in per], *_RECORDED]
-        return first[order]
+        return first
     ep = s.epochs
     ep = ep[ep["alpha_refreshed"].fillna(False).astype(bool)]
     out = ep.rename(
@@ -454,7 +555,7 @@ def loss_curves(study: Study | str | Path) -> pd.DataFrame:
 
 
 def _loss_curves(s: Study) -> pd.DataFrame:
-    pr = s.probes
+    pr = s._probe_columns(["epoch", "alpha", "loss"])
     cols = ["epoch", "alpha", "loss", "n"]
     if pr.empty:
         out = pd.DataFrame(columns=cols)

@@ -27,7 +27,7 @@ from analysis._importance import space_types
 from analysis._kinds import FORMATS, PLOTS, check_kinds
 from analysis._overhead import overhead_estimate
 from analysis._results import Study
-from analysis._stats import MIN_N, mean_interval
+from analysis._stats import MIN_N
 from analysis._style import (
     PERCENT_LIMITS,
     clamp_percent_axis,
@@ -36,12 +36,15 @@ from analysis._style import (
 )
 from analysis._tables import (
     COMPLETE,
+    CURVE_METRICS,
     PHASES,
     as_study,
+    curve_rows,
     degradation_layout,
     degradation_table,
     fidelity_table,
     importances_once,
+    learning_curves,
     loss_curves,
     optimizer_order,
     overhead_ratio_table,
@@ -826,48 +829,38 @@ def plot_curves(
     formats: Sequence[str] = FORMATS,
 ) -> Figure | list[Path]:
     """Learning curves: train/test loss and accuracy (%) per epoch, by optimizer
-    (line style: k). A group of at least 3 trials shows its mean and the 95 %
-    t-interval band; a smaller one shows each trial (the legend gives n)."""
+    (line style: k). A group of at least 3 trials shows its mean over trials and,
+    as a band, the 95 % t-interval of that mean (mean ± t·s/√n, computed once per
+    group and epoch: :func:`analysis._tables.learning_curves`, no resampling); a
+    smaller one shows each trial (the legend gives n). Diverged trials are left out."""
     s = as_study(study)
-    ep = s.epochs
+    d = curve_rows(s)
     fig = _figure(s, "Learning curves", (12.5, 8.4))
     axes = fig.subplots(2, 2).ravel()
-    metrics = ("train_loss", "test_loss", "train_acc", "test_acc")
-    if not ep.empty:
-        diverged = s.trials.loc[s.trials["status"].eq("diverged").fillna(False), "trial_id"]
-        # A diverged trial's NaN/chance-level epochs would drag its group's mean down.
-        ep = ep[~ep["trial_id"].isin(diverged)]
-        if len(diverged):
-            fig.suptitle(f"{fig.get_suptitle()}   ({len(diverged)} diverged left out)")
-    if ep.empty:
+    if d.attrs["diverged"] and not s.epochs.empty:
+        fig.suptitle(f"{fig.get_suptitle()}   ({d.attrs['diverged']} diverged left out)")
+    if d.empty:
         for ax in axes:
             _note(ax, "no epochs reported yet")
         return _finish(fig, "curves", out_dir, formats)
-    d = _plain(ep[["trial_id", "epoch", "optimizer", "steps", *metrics]])
-    d[list(metrics)] = d[list(metrics)].replace([np.inf, -np.inf], np.nan)
-    for m in metrics:
-        if is_accuracy(m):
-            d[m] = 100.0 * d[m]
-    d["group"] = d["optimizer"].astype(str)
-    if d["steps"].nunique() > 1:
-        d["group"] += _k_labels(d["steps"], " k={:g}", "")
-    for i, (ax, m) in enumerate(zip(axes, metrics, strict=True)):
-        if d[m].isna().all():
+    stats = learning_curves(s)
+    for i, (ax, m) in enumerate(zip(axes, CURVE_METRICS, strict=True)):
+        if m not in d.columns or d[m].isna().all():
             _note(ax, f"{m}: not reported")
             continue
-        _lines(ax, d, "epoch", m, legend=i == 0)
-        ax.set_title(f"{m} (%)" if is_accuracy(m) else m, fontsize=10)
         ax.set_ylabel(f"{m} (%)" if is_accuracy(m) else m)
+        _lines(ax, d, stats[stats["metric"] == m], "epoch", m, legend=i == 0)
+        ax.set_title(f"{m} (%)" if is_accuracy(m) else m, fontsize=10)
         if is_accuracy(m):
             clamp_percent_axis(ax)
     return _finish(fig, "curves", out_dir, formats)
 
 
-def _lines(ax: Axes, d: pd.DataFrame, x: str, y: str, *, legend: bool) -> None:
-    """One line per ``group`` (optimizer and k) coloured by optimizer: mean and
-    95 % t-band where the group has ≥ MIN_N trials, every trial otherwise."""
+def _lines(ax: Axes, d: pd.DataFrame, stat: pd.DataFrame, x: str, y: str, *, legend: bool) -> None:
+    """One line per ``group`` (optimizer and k) coloured by optimizer: the mean and
+    95 % t-band of ``stat`` where the group has ≥ MIN_N trials, every trial of
+    ``d`` otherwise."""
     style = optimizer_style(d["optimizer"])
-    stat = mean_interval(d[y], [d["group"], d[x]], of="the mean over trials")
     dashes = ["-", "--", ":", "-."]
     ks = {k: dashes[i % len(dashes)] for i, k in enumerate(sorted(d["steps"].dropna().unique()))}
     percent = "%" in ax.get_ylabel() or is_accuracy(y)
@@ -911,16 +904,12 @@ def _lines(ax: Axes, d: pd.DataFrame, x: str, y: str, *, legend: bool) -> None:
                 )
     ax.set_xlabel(x)
     if legend:
-        ax.legend(fontsize=7)
+        ax.legend(
+            fontsize=7, title=f"band: 95 % t-interval of the mean (n ≥ {MIN_N})", title_fontsize=7
+        )
 
 
 # -- shared helpers --------------------------------------------------------
-
-
-def _k_labels(steps: pd.Series, fmt: str, missing: str) -> pd.Series:
-    """``fmt`` of each k (``missing`` where there is none), formatted once per value."""
-    labels = {k: fmt.format(k) for k in steps.dropna().unique()}
-    return steps.map(labels).astype(object).where(steps.notna(), missing)
 
 
 def _figure(s: Study, title: str, size: tuple[float, float]) -> Figure:

@@ -235,3 +235,101 @@ def test_run_state_is_read_only_when_a_label_needs_it(
     (copy / "study.json").write_text(json.dumps(info))
     assert len(analysis.load(copy).trials) == 12
     assert reads == [1]
+
+
+# -- figures at scale: aggregates computed once, .probes read in part ----------
+
+
+def _synthetic(study_dir: Path, out: Path, trials: int, epochs: int) -> Path:
+    """A synthetic study made from the real tiny one by benchmarks/analysis_scale.py."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "analysis_scale.py"
+    spec = importlib.util.spec_from_file_location("analysis_scale", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make(study_dir, out, trials, epochs)
+
+
+def test_curve_intervals_equal_a_t_interval_per_group_and_epoch(
+    study_dir: Path, tmp_path: Path
+) -> None:
+    """The learning-curve bands: mean ± t_{0.975, n-1}·s/√n of each group's trials at
+    each epoch, computed group by group with scipy, on 36 trials (3 seeds of each
+    of the tiny study's trials, so every group has ≥ 3 trials)."""
+    from scipy import stats
+
+    from analysis._tables import CURVE_METRICS, learning_curves
+
+    s = analysis.load(_synthetic(study_dir, tmp_path / "syn", 36, 4))
+    got = learning_curves(s)
+    ep = s.epochs.merge(s.trials[["trial_id", "status"]], on="trial_id")
+    ep = ep[ep["status"] != "diverged"]
+    checked = 0
+    for m in CURVE_METRICS:
+        scale = 100.0 if m.endswith("_acc") else 1.0
+        for (opt, k, epoch), rows in ep.groupby(["optimizer", "steps", "epoch"], dropna=False):
+            group = opt if pd.isna(k) else f"{opt} k={k:g}"
+            row = got[(got["metric"] == m) & (got["group"] == group) & (got["epoch"] == epoch)]
+            assert len(row) == 1, (m, group, epoch)
+            row = row.iloc[0]
+            v = rows[m].to_numpy(float) * scale
+            v = v[np.isfinite(v)]
+            assert row["n"] == len(v)
+            assert row["mean"] == pytest.approx(v.mean(), rel=1e-12)
+            if len(v) >= 3:
+                low, high = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+                assert (row["low"], row["high"]) == pytest.approx((low, high), rel=1e-9)
+                checked += 1
+            else:
+                assert pd.isna(row["low"]) and pd.isna(row["high"])
+    assert checked >= 4 * 5 * 4  # every metric, group and epoch has an interval
+
+
+def test_report_reads_probes_in_part_and_gives_the_same_numbers(
+    study_dir: Path, copy: Path, tmp_path: Path
+) -> None:
+    """A report reads three per-refresh or grid columns of .probes, never all of it;
+    what it computes from them equals the same computation on the whole frame."""
+    from analysis._report import _ClaimsFrames, write_report
+    from analysis._tables import loss_curves, refresh_records
+
+    analysis.load(copy)  # writes the parquet cache
+    s = analysis.load(copy)
+    assert s._cached is not None
+    write_report(s, tmp_path / "report", kinds="alpha,fidelity")  # the ones that read .probes
+    assert "probes" not in s.__dict__  # the grid's 21 rows per refresh were not built
+    full = analysis.load(study_dir)
+    probes = full.probes
+    # Claims: the records' losses, one row per refresh, give the same table.
+    pd.testing.assert_frame_equal(analysis.claims(_ClaimsFrames(s)), analysis.claims(full))
+    rec = refresh_records(s)
+    first = probes.drop_duplicates(["trial_id", "refresh_index"])
+    assert rec["start"].tolist() == first.index.tolist()
+    # Refresh losses and L(α) curves from columns of the cache = from the whole frame.
+    pd.testing.assert_frame_equal(analysis.refresh_losses(s), analysis.refresh_losses(full))
+    curves = loss_curves(s)
+    want = probes.dropna(subset=["loss"]).groupby(["epoch", "alpha"])["loss"].agg(["mean", "size"])
+    assert len(curves) == len(want) == 3 * 21  # 3 epochs x 21 grid points
+    np.testing.assert_allclose(curves["loss"], want["mean"], rtol=1e-12)
+    assert curves["n"].tolist() == want["size"].tolist()
+    assert curves.attrs["n_trials"] == probes["trial_id"].nunique()
+
+
+def test_probe_columns_from_rows_cache_and_frame_equal_the_frame(
+    partial_dir: Path, copy: Path
+) -> None:
+    cols = ["trial_id", "steps", "epoch", "alpha", "is_star", "loss_best"]
+    live = analysis.load(partial_dir, stale_after=1e9)
+    assert live._cached is None  # built from the rows read
+    part = live._probe_columns(cols)
+    pd.testing.assert_frame_equal(part, live.probes[cols])
+    analysis.load(copy)
+    cached = analysis.load(copy)
+    assert cached._cached is not None
+    part = cached._probe_columns(cols)
+    pd.testing.assert_frame_equal(part, cached.probes[cols])
+    edited = cached.probes.iloc[:5]
+    cached.__dict__["probes"] = edited  # a frame replaced by hand is what is read
+    pd.testing.assert_frame_equal(cached._probe_columns(cols), edited[cols])

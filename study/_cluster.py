@@ -103,7 +103,7 @@ def connect(address: str | None, *, preload: str | None = None) -> Iterator[None
         yield
     finally:
         ray.shutdown()  # a kept instance or a cluster: disconnects, and leaves it running
-        mark("ray_down")
+        mark("ray_down", torch="torch" in sys.modules)  # the driver should never need it
 
 
 def _kept_instance() -> KeptRay | None:

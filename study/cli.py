@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    if program and argv[0] in ("run", "resume"):
+    # Not under a profiler or tracer (coverage): they write their data after the module ends.
+    if program and argv[0] in ("run", "resume") and not (sys.getprofile() or sys.gettrace()):
         _exit_now(code)
     return code
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,6 +127,7 @@ def run_study(
             command=command,
             address=address,
         )
+        _tensorboard_without_torch()
         tuner = build_tuner(
             cfg,
             space,
@@ -198,6 +200,7 @@ def resume_study(
         check_resources(cfg)
         mark_resumed(path, command)
         repair_torn_rows(path)
+        _tensorboard_without_torch()
         tuner = restore_tuner(path, with_resources(trainable, cfg))
         # TrialGuard: no trial this study does not define ever runs (issue 9).
         set_callbacks(tuner, [*callbacks, TrialGuard(cfg)])
@@ -263,3 +266,22 @@ def _preload(cfg: StudyConfig, *, own_trainable: bool) -> str | None:
     if cfg.effective_concurrency():
         at_once = min(at_once, cfg.effective_concurrency() or at_once)
     return PRELOAD if 2 * at_once >= cpus else None
+
+
+def _tensorboard_without_torch() -> None:
+    """Import tensorboardX for Ray Tune's TensorBoard logger with torch hidden from it.
+
+    tensorboardX imports torch, when it can, only to accept torch tensors; Tune
+    logs Python numbers. Without this the driver would import torch (seconds)
+    just before the first trial; the trials import it in their own workers.
+    """
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:  # Tune says so itself, when it makes its logger
+        pass
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]

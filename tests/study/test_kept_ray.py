@@ -208,6 +208,7 @@ def test_a_run_joins_the_kept_instance_and_leaves_it_running(
         "ray_down",
     ]
     assert marks[0]["how"] == "kept" and marks[4]["rows"] == 3
+    assert marks[-1]["torch"] is False  # the driver never imports torch
     assert [m["time"] for m in marks] == sorted(m["time"] for m in marks)
     # No instance of its own: no session directory beside the kept one's.
     assert not list(Path(env["XSAM_TUNE_RAY_TMP"]).glob("session_*"))

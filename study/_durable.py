@@ -51,10 +51,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow.fs as pafs
+from ray.tune import Callback
 
 __all__ = [
     "RUN_STATE_KINDS",
     "AtomicLocalHandler",
+    "NoRetryOnFullDisk",
     "before_trial_start",
     "cut_rows_after",
     "full_disk_error",
@@ -69,6 +71,8 @@ RUN_STATE_KINDS = {
     "searcher": ("experiment_state-", "search_gen_state-", "searcher-state-"),
 }
 _TRIALS = "experiment_state-"
+# pyarrow's errors may carry only the text of ENOSPC
+_FULL_TEXT = "No space left on device"
 _RESULT = "result.json"
 _PROGRESS = "progress.csv"
 _CHECKPOINT = "checkpoint_"
@@ -469,6 +473,24 @@ def cut_rows_after(trial_dir: str, checkpoint: str) -> bool:
     return True
 
 
+class NoRetryOnFullDisk(Callback):
+    """Ray Tune callback: no retry for a trial that the full storage stopped.
+
+    A retry would fail the same way; the queued one is made its last, as
+    :class:`study._faults.NoRetryOnBadInput` does for bad input. The run then
+    ends in one line (:func:`full_disk_error`).
+    """
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """The trial failed and is queued for a retry: its last, if the storage was full."""
+        from study._faults import trial_exception
+
+        exc = trial_exception(trial)
+        cause = getattr(exc, "cause", None) or exc
+        if cause is not None and (_is_full(cause) or _FULL_TEXT in str(cause)):
+            trial.max_failures = 0
+
+
 def full_disk_error(results: Any, study_dir: str) -> OSError | None:
     """The error to end a run with when the storage was full during it (a trial's
     checkpoint or Ray's sync failed with ENOSPC/EDQUOT), else None."""
@@ -476,7 +498,7 @@ def full_disk_error(results: Any, study_dir: str) -> OSError | None:
         found = next((exc for path, exc in _LEDGER.full if _inside(path, study_dir)), None)
     for error in getattr(results, "errors", None) or []:
         cause = getattr(error, "cause", None) or error
-        if found is None and (_is_full(cause) or "No space left on device" in str(cause)):
+        if found is None and (_is_full(cause) or _FULL_TEXT in str(cause)):
             found = cause
     if found is None:
         return None

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from study import _cluster, launch
-from study._kept_ray import RECORD_NAME, KeptRay, find_kept
+from study._kept_ray import RECORD_NAME, KeptRay, _alive, find_kept
 from study.config import parse_study
 from tests.study._cli_driver import SLOW_ROWS, driver_env, run, tiny_study
 
@@ -227,7 +227,7 @@ def test_ray_stop_stops_the_kept_instance(tmp_path: Path) -> None:
         kept = KeptRay(address=record["address"], pid=record["pid"], record="")
         stopped = run(["ray", "stop"], env, timeout=TIMEOUT)
         assert stopped.returncode == 0 and f"Ray at {kept.address} stopped" in stopped.stdout
-        assert not Path(f"/proc/{kept.pid}").exists()
+        assert not _alive(kept.pid)  # gone, or a zombie nobody reaps (PID 1 of a container)
         host, port = kept.address.rsplit(":", 1)
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=2).close()

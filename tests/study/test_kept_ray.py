@@ -103,6 +103,29 @@ def test_a_live_recorded_instance_is_found(tmp_path: Path) -> None:
     assert kept == KeptRay(address=address, pid=head.pid, record=str(record), auth_mode="disabled")
 
 
+def test_ray_start_refuses_a_bad_cpu_count_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from study.cli import main
+
+    monkeypatch.setenv("XSAM_TUNE_RAY_TMP", str(tmp_path / "ray"))
+    assert main(["ray", "start", "--num-cpus", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["xsam-tune: error: --num-cpus: got 0, allowed: 1 or more"]
+    assert not (tmp_path / "ray" / RECORD_NAME).exists()
+
+
+def test_ray_status_without_an_instance_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from study.cli import main
+
+    monkeypatch.setenv("XSAM_TUNE_RAY_TMP", str(tmp_path / "ray"))
+    assert main(["ray", "status"]) == 3
+    assert capsys.readouterr().out.strip() == "no Ray of `xsam-tune ray start` runs"
+    assert main(["ray", "stop"]) == 0
+
+
 def test_a_run_says_in_one_line_that_it_ignores_a_stale_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,10 @@ alone. So before anything starts, :func:`verify_resumable` checks:
 
 What is damaged is refused with one line naming the file and how to recover.
 Remote (URI) study directories get the ``study.json`` check only.
+
+Once Ray runs, :class:`TrialGuard` checks every trial it starts, and cuts the
+rows a trial restarted from a checkpoint will report again; a full disk
+leaves nothing cut in a local study directory (:mod:`study._durable`).
 """
 
 from __future__ import annotations

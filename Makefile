@@ -22,9 +22,10 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check .
 
+# --durations: the slowest tests, in every CI log (the suite's wall time is watched).
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The quickstart study, then its HTML report: `xsam-tune report` prints the
 # report's path (and the Markdown summary's), then the paper's claims tested

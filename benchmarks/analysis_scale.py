@@ -18,6 +18,9 @@ label the source holds. ``study.json`` marks it finished.
 - ``report``: ``xsam-tune report DIR`` (first read, figures and tables),
 - ``report-cached``: the same again.
 
+and ends with a verdict per command against issue 14's targets (:data:`TARGETS`:
+1.5 GB peak; 30 s wall for a report, with the user CPU seconds beside it).
+
 ``split`` times a report's parts in one process: reading, the tables, each figure.
 
 Usage::
@@ -199,6 +202,33 @@ def _loadavg() -> str:
         return "n/a"
 
 
+#: Issue 14's targets: peak resident memory (MiB) and wall seconds; None: none set.
+TARGETS: dict[str, tuple[float | None, float | None]] = {
+    "report": (1536.0, 30.0),
+    "report-cached": (1536.0, 30.0),
+    "load": (1536.0, None),  # set for 3,000 x 200
+    "load-cached": (1536.0, None),
+}
+
+
+def verdict(r: dict[str, Any]) -> str:
+    """``within`` or ``OVER`` each target of a result, with the CPU seconds beside the
+    wall ones (under load the wall time says little; on an idle core the two meet)."""
+    mem, wall = TARGETS[r["kind"]]
+    parts = []
+    if mem is not None and r["peak_rss_mb"] is not None:
+        ok = r["peak_rss_mb"] <= mem
+        parts.append(f"peak {r['peak_rss_mb']:.0f} <= {mem:.0f} MiB: {'within' if ok else 'OVER'}")
+    if wall is not None:
+        ok = r["wall_s"] <= wall
+        cpu = r["user_s"] or 0.0
+        parts.append(
+            f"wall {r['wall_s']:.1f} <= {wall:.0f} s: {'within' if ok else 'OVER'}"
+            f" (user CPU {cpu:.1f} s: {'within' if cpu <= wall else 'OVER'})"
+        )
+    return "; ".join(parts) if parts else "no target"
+
+
 def measure(study: Path, only: list[str]) -> list[dict[str, Any]]:
     """Run each chosen command once, in order; ``load`` and ``report`` clear the
     cache first, ``*-cached`` read what the command before left."""
@@ -219,6 +249,9 @@ def measure(study: Path, only: list[str]) -> list[dict[str, Any]]:
             )
             if r["rc"]:
                 print(r["stderr_tail"], file=sys.stderr)
+    for r in results:
+        r["verdict"] = verdict(r) if r["rc"] == 0 else f"failed (rc {r['rc']})"
+        print(f"verdict {r['kind']:14s} {r['verdict']}", flush=True)
     return results
 
 
@@ -245,7 +278,7 @@ def split(study: Path) -> dict[str, float]:
         )
         return value
 
-    s = timed("load + frames", lambda: _frames(analysis.load(study)))
+    s = timed("load + trials, epochs", lambda: _frames(analysis.load(study)))
     timed("tables", lambda: _report._tables(s))
     for kind in PLOTS:
         timed(f"figure {kind}", lambda kind=kind: _report._figure_html(s, kind))
@@ -253,7 +286,8 @@ def split(study: Path) -> dict[str, float]:
 
 
 def _frames(s: Any) -> Any:
-    for kind in ("trials", "epochs", "probes"):
+    # What a report reads whole; of .probes its tables read a few columns.
+    for kind in ("trials", "epochs"):
         s.frame(kind)
     return s
 

@@ -211,8 +211,10 @@ class _AtomicFile:
             return
         try:
             self._fh.flush()
-            if self._unchanged():
-                self._abort()  # same bytes: keep the old file and its time stamp
+            # same bytes: keep the old file and its time stamp (not the run state:
+            # each of its files must be written again for it to be put in place)
+            if self.handler._kind(os.path.basename(self.target)) is None and self._unchanged():
+                self._abort()
                 return
             os.fsync(self._fh.fileno())
             self._fh.close()

@@ -260,6 +260,12 @@ def test_the_run_state_waits_for_the_rows_it_names(tmp_path: Path) -> None:
     assert searcher.read_bytes() == b"\x80\x05K\x01."
     assert not (study_dir / "t1" / "checkpoint_000000").exists()  # a later state is in place
     assert [p.name for p in study_dir.rglob(".*")] == []  # no temporary left
+    # a searcher whose state no longer changes (every trial generated): the next state
+    # still goes in place
+    _write(fs, state, _state({"t1": 3}))
+    _write(fs, study_dir / "t1" / "result.json", b"{}\n" * 3)
+    _write(fs, searcher, b"\x80\x05K\x01.")
+    assert state.read_bytes() == _state({"t1": 3})
 
 
 def test_a_write_the_full_disk_stops_leaves_the_former_file(small_disk: Path) -> None:

@@ -16,9 +16,10 @@ setting, used by the driver and by every worker) that keeps four rules:
 2. **The run state is never ahead of the rows.** Ray's run state
    (``experiment_state-*``) and its searcher's state are held back, written
    but not in place, until every one of them of that sync is written *and*
-   every trial's ``result.json`` holds as many rows as the run state says the
-   trial reported; then they are put in place together. A sync that a full
-   disk stops halfway leaves the last run state whose rows are all there.
+   every trial's ``result.json`` holds the row that reported the checkpoint
+   the run state would restart the trial from; then they are put in place
+   together. A sync that a full disk stops halfway leaves the last run state
+   whose rows are all there.
 3. **A checkpoint the run state in place names is kept**: Ray deletes a
    trial's older checkpoints as new ones come; such a deletion waits until a
    run state written after it is in place.
@@ -76,6 +77,7 @@ _FULL_TEXT = "No space left on device"
 _RESULT = "result.json"
 _PROGRESS = "progress.csv"
 _CHECKPOINT = "checkpoint_"
+_CHECKPOINT_NAME = re.compile(rb"checkpoint_\d{6}")
 # Temporary names: hidden, per process and write (threads write side by side).
 _COUNTER = itertools.count()
 _TMP = re.compile(r"^\..+\.\d+\.\d+\.tmp$")
@@ -136,7 +138,7 @@ class _Ledger:
         # study directory -> kind -> (temporary, target); the run state held back
         self.pending: dict[str, dict[str, tuple[str, str]]] = {}
         # study directory -> {result.json: rows the held-back run state says it has}
-        self.needs: dict[str, dict[str, int]] = {}
+        self.needs: dict[str, dict[str, bytes]] = {}
         # study directory -> [(write number, checkpoint directory)]; deletions held back
         self.deletions: dict[str, list[tuple[int, str]]] = {}
         # study directory -> write number of the held-back run state
@@ -153,13 +155,13 @@ def _is_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def _rows(path: str) -> int:
-    """Whole lines in a file (0 when missing)."""
+def _holds(path: str, marker: bytes) -> bool:
+    """Whether a file holds ``marker`` (False when missing)."""
     try:
         with open(path, "rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            return marker in f.read()
     except FileNotFoundError:
-        return 0
+        return False
 
 
 class _AtomicFile:
@@ -372,8 +374,8 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
         if not pending or any(k not in pending for k in self.state_kinds):
             return
         needs = _LEDGER.needs.get(study_dir, {})
-        for path, rows in list(needs.items()):
-            if _rows(path) < rows:
+        for path, marker in list(needs.items()):
+            if not _holds(path, marker):
                 return
             del needs[path]
         # searchers first: a run state in place always has its searcher's state beside it
@@ -394,20 +396,28 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def _rows_needed(study_dir: str, state_file: str) -> dict[str, int]:
-    """Each trial's ``result.json`` with the rows the run state says it reported."""
+def _rows_needed(study_dir: str, state_file: str) -> dict[str, bytes]:
+    """Each trial's ``result.json`` with the row it must hold for the run state to
+    go in place: the row that reported the trial's newest checkpoint there.
+
+    The checkpoint names are read as bytes out of Ray's pickled checkpoint
+    manager (never unpickled); a trial without one restarts from its first
+    epoch, whatever its rows.
+    """
     try:
         with open(state_file, "rb") as f:
             state = json.loads(f.read().decode("utf-8"))
         needs = {}
         for entry in state["trial_data"]:
             trial, meta = json.loads(entry[0]), json.loads(entry[1])
-            last = meta.get("last_result") or {}
-            rows = int(last.get("training_iteration") or 0) if isinstance(last, dict) else 0
-            if rows:
-                needs[os.path.join(study_dir, trial["relative_logdir"], _RESULT)] = rows
+            manager = meta.get("checkpoint_manager")
+            blob = manager.get("value") if isinstance(manager, dict) else None
+            names = _CHECKPOINT_NAME.findall(bytes.fromhex(blob)) if isinstance(blob, str) else []
+            if names:
+                row = b'"checkpoint_dir_name": "' + max(names) + b'"'
+                needs[os.path.join(study_dir, trial["relative_logdir"], _RESULT)] = row
         return needs
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return {}  # not Ray's format as known: the rule does not apply
 
 

@@ -220,13 +220,25 @@ def test_a_study_on_a_full_disk_resumes_once_space_is_freed(
 # -- the file system Ray writes through (study._durable), without Ray ---------
 
 
-def _state(trials: dict[str, int]) -> bytes:
-    """A run state in Ray's format naming each trial folder with its reported rows."""
-    data = [
-        [json.dumps({"relative_logdir": d}), json.dumps({"last_result": {"training_iteration": n}})]
-        for d, n in trials.items()
-    ]
+def _state(trials: dict[str, str | None]) -> bytes:
+    """A run state in Ray's format naming each trial folder with its newest checkpoint
+    (inside the pickled checkpoint manager, as Ray writes it)."""
+    import pickle
+
+    data = []
+    for folder, checkpoint in trials.items():
+        paths = [f"/s/{folder}/{checkpoint}"] if checkpoint else []
+        manager = {"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(paths).hex()}
+        meta = {"last_result": {}, "checkpoint_manager": manager}
+        data.append([json.dumps({"relative_logdir": folder}), json.dumps(meta)])
     return json.dumps({"trial_data": data}).encode()
+
+
+def _row(epoch: int) -> bytes:
+    return (
+        json.dumps({"epoch": epoch, "checkpoint_dir_name": f"checkpoint_{epoch - 1:06d}"}).encode()
+        + b"\n"
+    )
 
 
 def _write(fs: Any, path: Path, data: bytes) -> None:
@@ -242,30 +254,31 @@ def test_the_run_state_waits_for_the_rows_it_names(tmp_path: Path) -> None:
     fs = storage_filesystem("native", str(study_dir))
     state = study_dir / "experiment_state-x.json"
     searcher = study_dir / "basic-variant-state-x.json"
-    _write(fs, state, _state({"t1": 0}))
+    _write(fs, state, _state({"t1": None}))
     _write(fs, searcher, b"\x80\x05N.")
-    assert state.read_bytes() == _state({"t1": 0})  # no rows named: in place at once
+    assert state.read_bytes() == _state({"t1": None})  # no checkpoint named: in place at once
 
-    _write(fs, state, _state({"t1": 2}))
+    _write(fs, state, _state({"t1": "checkpoint_000001"}))
     _write(fs, searcher, b"\x80\x05K\x01.")
     fs.delete_dir(str(study_dir / "t1" / "checkpoint_000000"))  # Ray drops an old checkpoint
-    _write(fs, study_dir / "t1" / "result.json", b'{"epoch": 1}\n')
-    # one row of the two it names: the former state stays, and the checkpoint it may name
-    assert state.read_bytes() == _state({"t1": 0})
+    _write(fs, study_dir / "t1" / "result.json", _row(1))
+    # the row of the checkpoint it names is not stored: the former state stays, and the
+    # checkpoint that one may name
+    assert state.read_bytes() == _state({"t1": None})
     assert searcher.read_bytes() == b"\x80\x05N."
     assert (study_dir / "t1" / "checkpoint_000000").is_dir()
-    _write(fs, state, _state({"t1": 2}))  # the next sync: its rows are still not there
-    _write(fs, study_dir / "t1" / "result.json", b'{"epoch": 1}\n{"epoch": 2}\n')
-    assert state.read_bytes() == _state({"t1": 2})
+    _write(fs, state, _state({"t1": "checkpoint_000001"}))  # the next sync: still not stored
+    _write(fs, study_dir / "t1" / "result.json", _row(1) + _row(2))
+    assert state.read_bytes() == _state({"t1": "checkpoint_000001"})
     assert searcher.read_bytes() == b"\x80\x05K\x01."
     assert not (study_dir / "t1" / "checkpoint_000000").exists()  # a later state is in place
     assert [p.name for p in study_dir.rglob(".*")] == []  # no temporary left
     # a searcher whose state no longer changes (every trial generated): the next state
     # still goes in place
-    _write(fs, state, _state({"t1": 3}))
-    _write(fs, study_dir / "t1" / "result.json", b"{}\n" * 3)
+    _write(fs, state, _state({"t1": "checkpoint_000002"}))
+    _write(fs, study_dir / "t1" / "result.json", _row(1) + _row(2) + _row(3))
     _write(fs, searcher, b"\x80\x05K\x01.")
-    assert state.read_bytes() == _state({"t1": 3})
+    assert state.read_bytes() == _state({"t1": "checkpoint_000002"})
 
 
 def test_a_write_the_full_disk_stops_leaves_the_former_file(small_disk: Path) -> None:

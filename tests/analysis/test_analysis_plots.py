@@ -79,3 +79,32 @@ def test_bad_kind_or_format(study_dir: Path, tmp_path: Path) -> None:
         tmp_path / "alpha.png",
         tmp_path / "curves.png",
     ]
+
+
+def test_alpha_and_fidelity_draw_every_refresh_in_few_artists(study_dir: Path) -> None:
+    """α*/ψ: one step line per colour (k) holding every refresh's value; the L(α)
+    panel: one line per epoch, the mean loss per epoch and α (analysis.loss_curves)."""
+    import numpy as np
+
+    from analysis._tables import loss_curves
+
+    s = analysis.load(study_dir)
+    rl = analysis.refresh_losses(s)
+    fig = analysis.plot_alpha(s)
+    ax_a, ax_p = fig.axes[:2]
+    for ax, y in ((ax_a, "alpha_star"), (ax_p, "psi")):
+        lines = [ln for ln in ax.lines if ln.get_drawstyle() == "steps-post"]
+        assert len(lines) == 3  # k=1, k=2 and sgd's (no k)
+        drawn = np.concatenate([ln.get_xydata() for ln in lines])
+        drawn = drawn[~np.isnan(drawn[:, 0])]
+        want = rl[["epoch", y]].to_numpy(dtype=float)
+        assert sorted(map(tuple, drawn)) == sorted(map(tuple, want))
+    labels = [t.get_text() for t in ax_a.get_legend().get_texts()]
+    assert sorted(labels) == ["k=1", "k=2", "k=–"]
+    fig = analysis.plot_fidelity(s)
+    curves = loss_curves(s)
+    (collection,) = fig.axes[1].collections
+    segments = collection.get_segments()
+    assert len(segments) == curves["epoch"].nunique() == 3
+    np.testing.assert_allclose(np.concatenate(segments), curves[["alpha", "loss"]].to_numpy(float))
+    assert f"mean over {rl['trial_id'].nunique()} trials" in fig.axes[1].get_title()

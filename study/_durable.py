@@ -23,11 +23,12 @@ setting, used by the driver and by every worker) that keeps four rules:
 3. **A checkpoint the run state in place names is kept**: Ray deletes a
    trial's older checkpoints as new ones come; such a deletion waits until a
    run state written after it is in place.
-4. **No row twice** (:func:`before_trial_start`, called by the resume's
-   ``TrialGuard`` when a trial starts): a trial restarted from a checkpoint
-   reports the epochs after it again, so the rows its ``result.json`` (and
-   ``progress.csv``) holds after that checkpoint are cut first; one starting
-   from its first epoch starts with no rows.
+4. **Each row once** (:func:`before_trial_start`, by the :class:`DurableRows`
+   callback when a trial starts): a trial restarted from a checkpoint (a
+   retry or a resume) reports the epochs after it again, so the rows its
+   ``result.json`` (and ``progress.csv``) holds after that checkpoint are cut
+   first, after storing the rows Ray's local copy had that the last sync had
+   not; one starting from its first epoch starts with no rows.
 
 So after a full disk the study directory holds a consistent state with every
 row written before the fault, and ``xsam-tune resume`` continues it, every
@@ -57,7 +58,7 @@ from ray.tune import Callback
 __all__ = [
     "RUN_STATE_KINDS",
     "AtomicLocalHandler",
-    "NoRetryOnFullDisk",
+    "DurableRows",
     "before_trial_start",
     "cut_rows_after",
     "full_disk_error",
@@ -422,15 +423,17 @@ def _rows_needed(study_dir: str, state_file: str) -> dict[str, bytes]:
 
 
 def before_trial_start(trial: Any) -> None:
-    """Leave a starting trial only the rows it will not report again.
+    """Leave a starting trial exactly the rows it will not report again.
 
     Called before Ray's loggers open the trial's rows to append to them (they
-    come after the study's callbacks). A trial restarted from a checkpoint gets
-    its stored rows back: those after the checkpoint are cut there
-    (:func:`cut_rows_after`). A trial starting from its first epoch appends to
-    Ray's local copy, which holds the rows of an earlier start when the study
-    is resumed in the same Ray session (Ray keeps that copy per session): it
-    is removed.
+    come after the study's callbacks). A trial restarted from a checkpoint
+    (a retry, or a resume) gets the stored rows back, replacing Ray's local
+    copy: when that local copy is further along (the last sync had not
+    stored its newest rows yet), it is stored first, so no row is lost; then
+    the rows after the checkpoint are cut (:func:`cut_rows_after`). A trial
+    starting from its first epoch appends to Ray's local copy, which holds the
+    rows of an earlier start when the study is resumed in the same Ray
+    session: it is removed.
 
     Args:
         trial: Ray Tune's ``Trial``.
@@ -441,8 +444,31 @@ def before_trial_start(trial: Any) -> None:
             _unlink(os.path.join(trial.local_path, name))
         return
     trial_dir = trial.storage.trial_fs_path
-    if "://" not in trial_dir and os.path.isdir(trial_dir):
+    if "://" in trial_dir or not os.path.isdir(trial_dir):
+        return
+    from xsam_contract import atomic_write
+
+    try:
+        for name in (_RESULT, _PROGRESS):
+            local = _read(os.path.join(trial.local_path, name))
+            stored = _read(os.path.join(trial_dir, name))
+            if (
+                local is not None
+                and local.startswith(stored or b"")
+                and len(local) > len(stored or b"")
+            ):
+                atomic_write(os.path.join(trial_dir, name), local[: local.rfind(b"\n") + 1])
         cut_rows_after(trial_dir, os.path.basename(checkpoint.path.rstrip("/")))
+    except OSError:
+        pass  # a full disk: Ray restores what is stored, as it would without this
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def cut_rows_after(trial_dir: str, checkpoint: str) -> bool:
@@ -485,13 +511,19 @@ def cut_rows_after(trial_dir: str, checkpoint: str) -> bool:
     return True
 
 
-class NoRetryOnFullDisk(Callback):
-    """Ray Tune callback: no retry for a trial that the full storage stopped.
+class DurableRows(Callback):
+    """Ray Tune callback of every run and resume of a local study: rows exactly once
+    when a trial starts (:func:`before_trial_start`), and no retry for a trial that
+    the full storage stopped.
 
     A retry would fail the same way; the queued one is made its last, as
     :class:`study._faults.NoRetryOnBadInput` does for bad input. The run then
     ends in one line (:func:`full_disk_error`).
     """
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Rows of a starting trial: those it will not report again."""
+        before_trial_start(trial)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """The trial failed and is queued for a retry: its last, if the storage was full."""

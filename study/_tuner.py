@@ -73,7 +73,7 @@ def build_tuner(
     """
     from ray import tune
 
-    from study._durable import NoRetryOnFullDisk, storage_filesystem
+    from study._durable import DurableRows, storage_filesystem
     from study._hooks import run_callbacks
     from study._searchers import TrialDirname
 
@@ -100,7 +100,7 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             verbose=verbose,
-            callbacks=[*run_callbacks(callbacks), NoRetryOnFullDisk()],
+            callbacks=[*run_callbacks(callbacks), DurableRows()],
         ),
     )
 
@@ -134,12 +134,12 @@ def set_callbacks(tuner: Any, callbacks: Sequence[Any] = ()) -> None:
     is the one place that reaches it, and ``tests/study/test_interrupt.py``
     fails if a resumed run stops printing its events.
     """
-    from study._durable import NoRetryOnFullDisk
+    from study._durable import DurableRows
     from study._hooks import run_callbacks
 
     tuner._local_tuner.get_run_config().callbacks = [
         *run_callbacks(callbacks),
-        NoRetryOnFullDisk(),
+        DurableRows(),
     ]
 
 

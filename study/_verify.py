@@ -18,9 +18,9 @@ alone. So before anything starts, :func:`verify_resumable` checks:
 What is damaged is refused with one line naming the file and how to recover.
 Remote (URI) study directories get the ``study.json`` check only.
 
-Once Ray runs, :class:`TrialGuard` checks every trial it starts, and cuts the
-rows a trial restarted from a checkpoint will report again; a full disk
-leaves nothing cut in a local study directory (:mod:`study._durable`).
+Once Ray runs, :class:`TrialGuard` checks every trial it starts. A full disk
+leaves nothing cut in a local study directory, and a trial restarted from a
+checkpoint has the rows after it cut (:mod:`study._durable`).
 """
 
 from __future__ import annotations
@@ -243,8 +243,7 @@ class TrialGuard:
         self.cfg = cfg
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Raise :class:`StudyLaunchError` for a trial this study does not define; cut
-        the rows a restarted trial will report again (:func:`study._durable.before_trial_start`)."""
+        """Raise :class:`StudyLaunchError` for a trial this study does not define."""
         problem = foreign_config(trial.config, self.cfg)
         if problem:
             raise StudyLaunchError(
@@ -252,9 +251,6 @@ class TrialGuard:
                 f"this study's {SPEC}: stopped before it ran; restore the study directory "
                 "from a copy"
             )
-        from study._durable import before_trial_start
-
-        before_trial_start(trial)
 
     def setup(self, **info: Any) -> None:
         """Nothing to set up."""

@@ -297,8 +297,6 @@ def test_the_trial_guard_stops_a_trial_the_study_does_not_define() -> None:
     class Trial:
         trial_id = "abc"
         config = _sgd_config()
-        checkpoint = None  # a first start: no rows to cut
-        local_path = "/nonexistent"
 
     guard.on_trial_start(0, [], Trial())  # one of the study's trials: nothing happens
     Trial.config = {"optimizer": "sgd", "seed": 0}  # the swept keys only, defaults for the rest

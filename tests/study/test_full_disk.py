@@ -308,3 +308,28 @@ def test_rows_after_the_restored_checkpoint_are_cut(tmp_path: Path) -> None:
     ] == [1, 2]
     assert (tmp_path / "progress.csv").read_text() == "epoch\n1\n2\n"
     assert not cut_rows_after(str(tmp_path), "checkpoint_000001")  # nothing after it now
+
+
+def test_a_restarted_trial_keeps_the_rows_the_last_sync_had_not_stored(tmp_path: Path) -> None:
+    """Ray restores a restarted trial's rows from the study directory over its local
+    copy: rows only the local copy had are stored first, then those after the
+    checkpoint are cut; a trial starting over keeps no local rows."""
+    from types import SimpleNamespace
+
+    from study._durable import before_trial_start
+
+    local, stored = tmp_path / "local", tmp_path / "stored"
+    local.mkdir()
+    stored.mkdir()
+    (local / "result.json").write_bytes(_row(1) + _row(2) + _row(3))
+    (stored / "result.json").write_bytes(_row(1))  # the last sync was before rows 2 and 3
+    trial = SimpleNamespace(
+        checkpoint=SimpleNamespace(path=str(stored / "checkpoint_000001")),
+        local_path=str(local),
+        storage=SimpleNamespace(trial_fs_path=str(stored)),
+    )
+    before_trial_start(trial)
+    assert (stored / "result.json").read_bytes() == _row(1) + _row(2)
+    trial.checkpoint = None
+    before_trial_start(trial)
+    assert not (local / "result.json").exists()

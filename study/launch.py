@@ -1,7 +1,8 @@
 """Run a study, or resume one: the public entry points of the study layer's launcher.
 
 ``run_study`` starts an embedded single-node Ray instance that listens on the
-loopback interface only (or joins a cluster with ``address``), writes
+loopback interface only (or joins the one ``xsam-tune ray start`` keeps,
+:mod:`study._kept_ray`, or a cluster with ``address``), writes
 ``study.yaml`` and ``study.json`` into ``<storage>/<name>/`` and runs the
 trials; ``resume_study`` picks an interrupted study up from its directory
 without rerunning finished trials.

@@ -188,23 +188,36 @@ def _streamed(frames: Iterable[pd.DataFrame], pa: Any, pq: Any) -> Callable[[IO[
     return write
 
 
-@functools.cache
 def _code_signature() -> str:
-    """What the frames also depend on: the reader's code and the schema it reads."""
-    here = Path(__file__).parent
-    h = hashlib.blake2b(digest_size=12)
-    for name in _SOURCES:
-        h.update((here / name).read_bytes())
+    """What the frames also depend on: the reader's code and the schema it reads.
+
+    The schema is read from the contract on every call (its dtypes and
+    statuses are the frames', and a changed one must give another
+    fingerprint); only the files and the pandas version, fixed for the
+    process, are read once.
+    """
     schema = {
         "format": _FORMAT,
-        "pandas": _package_version("pandas"),
+        "code": _source_digest(),
         "trials": TRIAL_COLUMNS,
         "epochs": epoch_columns(),
         "probes": PROBE_COLUMNS,
         "keys": {k: v.dtype for k, v in xsam_contract.TRIAL_KEYS.items()},
         "statuses": list(xsam_contract.STATUSES),
     }
+    h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps(schema, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """The reader's source files and the pandas version, hashed once per process."""
+    here = Path(__file__).parent
+    h = hashlib.blake2b(digest_size=12)
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    h.update(_package_version("pandas").encode())
     return h.hexdigest()
 
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 import analysis
 import xsam_contract
+from analysis._cache import CACHE_DIR
 from study.cli import main as xsam_tune
 
 pytestmark = pytest.mark.ray
@@ -118,29 +119,42 @@ def test_a_registered_plot_kind_is_drawn_and_offered_by_the_cli(
     assert "toy" not in analysis.PLOTS
 
 
-def test_the_cli_imports_only_what_a_verb_needs(study_dir: Path) -> None:
-    """``--help`` and the parser: no pandas; ``results``: no figure or statistics library."""
+def test_the_cli_imports_only_what_a_verb_needs(study_dir: Path, tmp_path: Path) -> None:
+    """``--help`` and the parser: no pandas; ``results`` on a cold cache: pandas (it
+    reads the JSON and writes the cache) and no figure or statistics library; on a
+    warm cache: nothing heavy (it prints the cached summary)."""
+    root = tmp_path / "study"
+    shutil.copytree(study_dir, root)
+    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
     code = (
         "import contextlib, io, json, sys\n"
         "from study.cli import main\n"
         "heavy = ('pandas', 'matplotlib', 'seaborn', 'scipy', 'optuna', 'ray', 'torch')\n"
+        "found = {}\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['--help'])\n"
-        "    main(['plot', '--help'])\n"
-        "    found = {'help': [m for m in heavy if m in sys.modules]}\n"
-        "    assert main(['results', sys.argv[1]]) == 0\n"
-        "found['results'] = [m for m in heavy if m in sys.modules]\n"
-        "print(json.dumps(found))\n"
+        "    if sys.argv[2] == 'help':\n"
+        "        main(['--help'])\n"
+        "        main(['plot', '--help'])\n"
+        "    else:\n"
+        "        assert main(['results', sys.argv[1]]) == 0\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(study_dir)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert found == {"help": [], "results": ["pandas"]}
+
+    def imported(verb: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(root), verb],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert imported("help") == []
+    assert not (root / CACHE_DIR).exists()
+    assert imported("results") == ["pandas"]  # cold: the JSON read, the cache written
+    assert list((root / CACHE_DIR).glob("summary-*.json"))
+    assert imported("results") == []  # warm: the summary printed, no pandas
 
 
 def test_optimizer_order_follows_the_registry(study_dir: Path) -> None:

@@ -11,21 +11,27 @@ Subclasses implement `_direction`, which must restore θ0 and leave d in
 `p.grad`.
 
 Memory layout (the flat-buffer core). The parameters that take part in a
-step (those with a gradient) are grouped by device and dtype; per group the
-gradient, θ0, the direction and g0 are each one contiguous buffer, and every
-`p.grad` is a view into the gradient buffer, so autograd accumulates straight
-into it. Every norm, dot and axpy between those vectors is then one kernel,
-and zeroing the gradients is one kernel. θ itself stays in the caller's
-parameter storage: re-pointing `p.data` into a flat buffer would break code
-that holds on to parameter storage (`data_ptr` identity, tied weights, DDP
-buckets, `model.to()`, a checkpoint of one tensor saving the whole buffer),
-and only three transfers per step touch θ (θ0 ← θ, the ascent axpy, θ ← θ0),
-each one multi-tensor `torch._foreach_*` call. Measured on the 1-D CNN at
-batch 32 (benchmarks/authors_step.py), this keeps the arithmetic a small
-share of a step without owning the parameters. When a gradient is replaced
-behind the optimizer's back (`zero_grad(set_to_none=True)`, a closure that
-assigns `p.grad`, `model.to()`), it is copied into its view, or the layout is
-rebuilt when a parameter changed dtype, device or shape.
+step (those with a gradient) are grouped by device and dtype; per group θ,
+the gradient, θ0, the direction and g0 are each one contiguous buffer. At the
+first step every such parameter's storage moves into its group's θ buffer
+(`p.data` becomes a view of it; the `Parameter` objects stay the same, so the
+model, the param groups and every `state_dict` keep working), and every
+`p.grad` becomes a view into the gradient buffer, so autograd accumulates
+straight into it. Every norm, dot and axpy of a step is then one kernel per
+group, and so is zeroing the gradients. Code that keeps a raw pointer to a
+parameter's storage across the first step sees it move once. When a
+parameter or a gradient is replaced behind the optimizer's back
+(`model.to()`, `zero_grad(set_to_none=True)`, a closure assigning `p.grad`),
+the gradient is copied into its view, or the layout is rebuilt when a
+parameter changed dtype, device, shape or storage.
+
+With `torch.optim.SGD` as the base optimizer and one parameter group (the
+paper's setting), the descent step runs on the flat buffers too, its
+momentum buffers being views of one flat buffer kept in the SGD's own state
+(`_flat_sgd_step`): the same element-wise arithmetic as SGD's, without its
+per-parameter bookkeeping. Other base optimizers, several parameter groups,
+`maximize`, a tensor learning rate and gradient scaling take the base
+optimizer's own `step`.
 
 Scalars are host floats on the CPU and 0-d device tensors elsewhere (see
 `_functional`), so a CUDA step forces no host synchronisation outside the α
@@ -86,6 +92,11 @@ class AlphaSearch:
         return asdict(self)
 
 
+#: flat buffers that are the storage of what exists anyway (θ, the gradients, SGD's
+#: momentum), not memory the sharpness-aware step adds
+_OWN_STORAGE = frozenset({"theta", "grad", "momentum"})
+
+
 def _host_scalars(params: Tensors) -> bool:
     """Scalars as host floats: only when every parameter is on the CPU (no sync to pay)."""
     return all(p.device.type == "cpu" for p in params)
@@ -104,11 +115,15 @@ class _Group:
     def __init__(self, params: Tensors) -> None:
         self.params = params
         self._numels = [p.numel() for p in params]
-        grad = torch.zeros(sum(self._numels), dtype=params[0].dtype, device=params[0].device)
-        self.flat: dict[str, torch.Tensor] = {"grad": grad}
-        self.views: dict[str, Tensors] = {"grad": self._shaped(grad)}
-        # `module._apply` (model.to()) swaps a gradient's storage under the same
-        # tensor object, so a view is ours only while it still points here.
+        theta = torch.cat([p.detach().reshape(-1) for p in params])
+        grad = torch.zeros_like(theta)
+        self.flat: dict[str, torch.Tensor] = {"theta": theta, "grad": grad}
+        self.views: dict[str, Tensors] = {"theta": self._shaped(theta), "grad": self._shaped(grad)}
+        for p, view in zip(params, self.views["theta"], strict=True):
+            p.data = view
+        # `module._apply` (model.to()) swaps a parameter's or a gradient's storage
+        # under the same tensor object, so a view is ours only while it points here.
+        self._theta_ptrs = [v.data_ptr() for v in self.views["theta"]]
         self._grad_ptrs = [v.data_ptr() for v in self.views["grad"]]
 
     def zero_grads(self) -> None:
@@ -121,6 +136,12 @@ class _Group:
 
     def _shaped(self, flat: torch.Tensor) -> Tensors:
         return [v.view(p.shape) for v, p in zip(flat.split(self._numels), self.params, strict=True)]
+
+    def adopt(self, name: str, tensors: Tensors) -> Tensors:
+        """Copy `tensors` (shaped like the parameters) into buffer `name`; returns its views."""
+        self.buffer(name)
+        torch._foreach_copy_(self.views[name], tensors)
+        return self.views[name]
 
     def buffer(self, name: str) -> torch.Tensor:
         """The flat buffer `name`, allocated on first use and kept with the layout."""
@@ -137,6 +158,9 @@ class _Group:
         left elsewhere is copied in. Fast when nothing moved: one identity
         check per parameter.
         """
+        for p, ptr in zip(self.params, self._theta_ptrs, strict=True):
+            if p.data_ptr() != ptr:
+                return False  # the parameter left θ's buffer (model.to(), p.data = …)
         for p, view, ptr in zip(self.params, self.views["grad"], self._grad_ptrs, strict=True):
             g = p.grad
             if g is view:
@@ -209,13 +233,65 @@ class _Layout:
     def copy_from_params(self, name: str) -> None:
         """Buffer `name` ← θ."""
         for group in self.groups:
-            group.buffer(name)
-            torch._foreach_copy_(group.views[name], group.params)
+            group.buffer(name).copy_(group.flat["theta"])
 
     def copy_to_params(self, name: str) -> None:
-        """θ ← buffer `name`, in the parameters' own storage."""
+        """θ ← buffer `name`."""
         for group in self.groups:
-            torch._foreach_copy_(group.params, group.views[name])
+            group.flat["theta"].copy_(group.flat[name])
+
+
+def _flat_sgd_step(base: torch.optim.Optimizer, vec: _Layout) -> bool:
+    """`torch.optim.SGD`'s update of θ on the flat buffers; False, doing nothing, where it cannot.
+
+    The arithmetic is SGD's, element for element: d = g + λ·θ; with momentum
+    μ, b = g-clone on the first step, else b ← μ·b + (1 − τ)·d, and d = b
+    (Nesterov: d + μ·b); θ ← θ − lr·d. The momentum buffers stay in SGD's own
+    state as views of one flat buffer per group, so its `state_dict`, a
+    loaded state and a later fallback to its own `step` all see the same
+    values. `p.grad` keeps the direction (SGD does not change it either).
+    """
+    if type(base) is not torch.optim.SGD or len(base.param_groups) != 1:
+        return False
+    hp = base.param_groups[0]
+    lr = hp["lr"]
+    if hp["maximize"] or hp.get("differentiable") or hp.get("fused") or not isinstance(lr, float):
+        return False
+    weight_decay, momentum = hp["weight_decay"], hp["momentum"]
+    buffers: list[Tensors | None] = []
+    if momentum != 0:
+        for group in vec.groups:
+            held = [base.state[p].get("momentum_buffer") for p in group.params]
+            views = group.views.get("momentum")
+            if views is not None and all(map(operator.is_, held, views)):
+                buffers.append(views)
+            elif all(b is None for b in held):
+                buffers.append(None)  # SGD's first step: b = d
+            elif all(
+                b is not None and b.shape == p.shape
+                for b, p in zip(held, group.params, strict=True)
+            ):
+                buffers.append(held)  # a loaded state: copied into the flat buffer below
+            else:
+                return False  # some parameters without a buffer: SGD handles that itself
+    for i, group in enumerate(vec.groups):
+        theta, d = group.flat["theta"], group.flat["grad"]
+        if weight_decay != 0:
+            d = d.add(theta, alpha=weight_decay)
+        if momentum != 0:
+            held = buffers[i]
+            if held is None:
+                group.buffer("momentum").copy_(d)
+            else:
+                if held is not group.views.get("momentum"):
+                    group.adopt("momentum", held)
+                group.flat["momentum"].mul_(momentum).add_(d, alpha=1 - hp["dampening"])
+            for p, view in zip(group.params, group.views["momentum"], strict=True):
+                base.state[p]["momentum_buffer"] = view
+            b = group.flat["momentum"]
+            d = d.add(b, alpha=momentum) if hp["nesterov"] else b
+        theta.add_(d, alpha=-lr)
+    return True
 
 
 def build_base(
@@ -318,13 +394,15 @@ class SharpnessAware(torch.optim.Optimizer):
 
     @property
     def _buffers(self) -> dict[str, dict[int, torch.Tensor]]:
-        """The parameter-sized buffers kept besides the gradients: name → group → flat buffer."""
+        """The parameter-sized buffers kept besides θ, the gradients and the base optimizer's
+        state (which the flat buffers hold in place of their per-parameter tensors):
+        name → group → flat buffer."""
         if self._layout is None:
             return {}
         out: dict[str, dict[int, torch.Tensor]] = {}
         for i, group in enumerate(self._layout.groups):
             for name, flat in group.flat.items():
-                if name != "grad":  # the gradients' own storage, not an extra buffer
+                if name not in _OWN_STORAGE:
                     out.setdefault(name, {})[i] = flat
         return out
 
@@ -356,7 +434,7 @@ class SharpnessAware(torch.optim.Optimizer):
         with self.timer.phase("update"):
             if grad_scaler is not None:
                 grad_scaler.step(self.base_optimizer)
-            else:
+            elif not _flat_sgd_step(self.base_optimizer, vec):
                 self.base_optimizer.step()
             self._after_base_step(vec)
         self.n_steps += 1
@@ -417,11 +495,7 @@ class SharpnessAware(torch.optim.Optimizer):
         The gradient may be overwritten: the next pass zeroes and recomputes it.
         """
         if self.adaptive:
-            # T = |θ| + η, gathered flat once per ascent (θ is not in a flat buffer)
-            ts = [
-                torch.cat([p.reshape(-1) for p in group.params]).abs_().add_(self.eta)
-                for group in vec.groups
-            ]
+            ts = [theta.abs().add_(self.eta) for theta in vec.flats("theta")]  # T = |θ| + η
             for t, g in zip(ts, vec.flats("grad"), strict=True):
                 g.mul_(t)  # T·g
             scale = (self.rho / self.steps) / (vec.norm("grad") + self.eps)
@@ -429,12 +503,11 @@ class SharpnessAware(torch.optim.Optimizer):
                 g.mul_(t)  # T²·g
         else:
             scale = (self.rho / self.steps) / (vec.norm("grad") + self.eps)
-        for group in vec.groups:
+        for theta, g in zip(vec.flats("theta"), vec.flats("grad"), strict=True):
             if isinstance(scale, torch.Tensor):  # a device scalar: scale in place, then add
-                group.flat["grad"].mul_(scale)
-                torch._foreach_add_(group.params, group.views["grad"])
+                theta.add_(g.mul_(scale))
             else:
-                torch._foreach_add_(group.params, group.views["grad"], alpha=scale)
+                theta.add_(g, alpha=scale)
 
     # --------------------------------------------------- shared XSAM parts
     def _prepare_directions(self, vec: _Layout) -> tuple[Scalar, Scalar, Scalar]:
@@ -443,9 +516,10 @@ class SharpnessAware(torch.optim.Optimizer):
         v0 = u/‖u‖ and v1 = gk/‖gk‖; u is kept unnormalised so that no
         extra buffer is needed.
         """
-        vec.copy_from_params("direction")
-        for u, theta0 in zip(vec.flats("direction"), vec.flats("theta0"), strict=True):
-            u.sub_(theta0)
+        for u, theta, theta0 in zip(
+            vec.flats("direction"), vec.flats("theta"), vec.flats("theta0"), strict=True
+        ):
+            torch.sub(theta, theta0, out=u)
         self._restore_theta0(vec)
         norm_u = vec.norm("direction")
         norm_g = vec.norm("grad")
@@ -474,10 +548,9 @@ class SharpnessAware(torch.optim.Optimizer):
             for alpha in probed:
                 c0, c1 = slerp_coefficients(psi, alpha)
                 for group in vec.groups:
-                    params = group.params
-                    torch._foreach_copy_(params, group.views["theta0"])
-                    torch._foreach_add_(params, group.views["direction"], alpha=c0 * scale_u)
-                    torch._foreach_add_(params, group.views["grad"], alpha=c1 * scale_g)
+                    theta = group.flat["theta"].copy_(group.flat["theta0"])
+                    theta.add_(group.flat["direction"], alpha=c0 * scale_u)
+                    theta.add_(group.flat["grad"], alpha=c1 * scale_g)
                 losses.append(float(probe()))
         self._restore_theta0(vec)
         best = 0

@@ -131,17 +131,105 @@ def test_param_groups_frozen_and_unused_parameters_against_hand_written_sam() ->
     assert unused.grad is None
 
 
-def test_cpu_base_optimizer_runs_multi_tensor_with_the_same_values() -> None:
+def test_parameters_are_views_of_one_flat_theta_buffer() -> None:
+    """After the first step θ is one buffer: the step's vector arithmetic is one kernel."""
+    model = make_model()
+    opt = XSAM(model.parameters(), torch.optim.SGD, rho=0.1, model=model, **SGD_KW)
+    run(opt, model, make_batches(2))
+    (group,) = opt._layout.groups
+    theta = group.flat["theta"]
+    assert theta.numel() == sum(p.numel() for p in model.parameters())
+    for p, view in zip(model.parameters(), group.views["theta"], strict=True):
+        assert p.untyped_storage().data_ptr() == theta.untyped_storage().data_ptr()
+        assert p.data_ptr() == view.data_ptr() and isinstance(p, torch.nn.Parameter)
+    for buf in opt.base_optimizer.state.values():  # SGD's momentum: views of one buffer too
+        assert buf["momentum_buffer"].untyped_storage().data_ptr() == (
+            group.flat["momentum"].untyped_storage().data_ptr()
+        )
+
+
+SGD_SETTINGS = [
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    dict(lr=0.05, momentum=0.9, weight_decay=1e-3, nesterov=True),
+    dict(lr=0.05, momentum=0.5, dampening=0.3),
+    dict(lr=0.1),
+    dict(lr=0.1, weight_decay=5e-4),
+]
+
+
+@pytest.mark.parametrize(
+    "kw", SGD_SETTINGS, ids=["momentum", "nesterov", "dampening", "plain", "wd"]
+)
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+@pytest.mark.parametrize(("cls", "extra"), ALL, ids=IDS)
+def test_flat_sgd_equals_sgds_own_step(cls, extra, foreach: bool, kw, monkeypatch) -> None:
+    """The flat SGD update against `torch.optim.SGD.step` itself, both of its code paths."""
     a = make_model()
     b = copy.deepcopy(a)
-    fast = XSAM(a.parameters(), torch.optim.SGD, rho=0.1, model=a, **SGD_KW)
-    slow = XSAM(b.parameters(), torch.optim.SGD, rho=0.1, model=b, foreach=False, **SGD_KW)
-    assert fast.base_optimizer.param_groups[0]["foreach"] is True
-    assert slow.base_optimizer.param_groups[0]["foreach"] is False  # a given value is kept
-    batches = make_batches(5)
-    run(fast, a, batches)
-    run(slow, b, batches)
-    assert_same_state(a, b, atol=0.0)
+    opt_a = cls(a.parameters(), torch.optim.SGD, rho=0.1, steps=2, model=a, **extra, **kw)
+    opt_b = cls(
+        b.parameters(), torch.optim.SGD, rho=0.1, steps=2, model=b, foreach=foreach, **extra, **kw
+    )
+    own_steps = []
+    real_step = opt_b.base_optimizer.step
+    monkeypatch.setattr(opt_b.base_optimizer, "step", lambda: own_steps.append(real_step()))
+    monkeypatch.setattr(_base, "_flat_sgd_step", lambda base, vec: False)
+    batches = make_batches(6)
+    run(opt_b, b, batches)
+    monkeypatch.undo()
+    flat_steps = []
+    monkeypatch.setattr(opt_a.base_optimizer, "step", lambda: flat_steps.append(1))
+    run(opt_a, a, batches)
+    assert len(own_steps) == 6 and not flat_steps  # each took the path it was meant to
+    assert_same_state(a, b, atol=1e-15)
+    state_a, state_b = opt_a.base_optimizer.state, opt_b.base_optimizer.state
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        if "momentum_buffer" in state_b[pb]:
+            torch.testing.assert_close(
+                state_a[pa]["momentum_buffer"], state_b[pb]["momentum_buffer"], atol=1e-15, rtol=0
+            )
+
+
+def test_flat_sgd_resumes_from_a_loaded_state_and_from_sgds_own_step(monkeypatch) -> None:
+    """A state dict saved mid-run, loaded into a fresh optimizer: the same trajectory, and a
+    step taken by SGD itself in between (momentum buffers outside the flat buffer) is adopted."""
+    a = make_model()
+    b = copy.deepcopy(a)
+    opt_a = XSAM(a.parameters(), torch.optim.SGD, rho=0.1, steps=2, model=a, **SGD_KW)
+    batches = make_batches(6)
+    run(opt_a, a, batches[:3])
+    saved = copy.deepcopy(opt_a.state_dict())
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    opt_b = XSAM(b.parameters(), torch.optim.SGD, rho=0.1, steps=2, model=b, **SGD_KW)
+    opt_b.load_state_dict(saved)
+    run(opt_b, b, batches[3:4])
+    with monkeypatch.context() as patch:  # one step by SGD's own code, then flat again
+        patch.setattr(_base, "_flat_sgd_step", lambda base, vec: False)
+        run(opt_a, a, batches[3:4])  # (`run` searches α on its first batch: same calls)
+    run(opt_a, a, batches[4:5])
+    with monkeypatch.context() as patch:
+        patch.setattr(_base, "_flat_sgd_step", lambda base, vec: False)
+        run(opt_b, b, batches[4:5])
+    run(opt_a, a, batches[5:])
+    run(opt_b, b, batches[5:])
+    assert_same_state(a, b, atol=1e-15)
+
+
+def test_several_param_groups_take_sgds_own_step() -> None:
+    model = make_model()
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    rest = [p for p in model.parameters() if p.dim() <= 1]
+    opt = SAM(
+        [{"params": decay}, {"params": rest, "weight_decay": 0.0}],
+        torch.optim.SGD,
+        rho=0.1,
+        **SGD_KW,
+    )
+    calls = []
+    real_step = opt.base_optimizer.step
+    opt.base_optimizer.step = lambda: calls.append(real_step())
+    run(opt, model, make_batches(2))
+    assert len(calls) == 2
 
 
 def test_eps_must_be_positive() -> None:

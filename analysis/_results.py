@@ -18,6 +18,7 @@ columns instead of JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 import xsam_contract
@@ -756,10 +758,23 @@ def _read_result(
 
 
 def _parse_row(text: bytes) -> dict[str, Any] | None:
-    try:
-        row = json.loads(text)  # json reads Ray's NaN/Infinity tokens too
-    except ValueError:
-        return None
+    """One ``result.json`` line as a dict; None when it is not a JSON object.
+
+    orjson parses a line several times faster than ``json`` (most of a first
+    load's time at scale) and gives the same objects, but refuses the ``NaN``
+    and ``Infinity`` tokens Ray writes for a diverged loss or an SGD trial's
+    α: a line holding either, or anything else orjson refuses (an integer
+    beyond 64 bits, a lone surrogate), is read by ``json``, which reads them.
+    """
+    row: Any = None
+    if b"NaN" not in text and b"Infinity" not in text:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            row = orjson.loads(text)
+    if row is None:
+        try:
+            row = json.loads(text)
+        except ValueError:
+            return None
     return row if isinstance(row, dict) else None
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from trainables.optim._batchnorm import frozen_running_stats
+from trainables.optim._batchnorm import frozen_running_stats, norm_layers
 from trainables.optim._functional import (
     Scalar,
     Tensors,
@@ -387,6 +387,8 @@ class SharpnessAware(torch.optim.Optimizer):
         self.eta = eta
         self.eps = eps
         self.model = model
+        #: BatchNorm layers held to θ0's statistics (those of `model` when it was given)
+        self._norms = norm_layers(model)
         self.timer = NullTimer()
         self.n_steps = 0
         self.last_search: AlphaSearch | None = None
@@ -450,7 +452,7 @@ class SharpnessAware(torch.optim.Optimizer):
         search α (SGD, GSAM, WSAM): the parameters, BatchNorm statistics and
         optimizer state are left as they were; the gradients are zeroed.
         """
-        with frozen_running_stats(self.model):
+        with frozen_running_stats(self._norms):
             _, vec = self._ascent(closure)
         norm_u, norm_g, psi = self._prepare_directions(vec)
         search = self._search_alpha(vec, probe, norm_u, norm_g, psi, rho_max, alphas)
@@ -471,7 +473,7 @@ class SharpnessAware(torch.optim.Optimizer):
                 self._ascend(vec)
             with (
                 timer.phase("ascent" if i < self.steps else "descent"),
-                frozen_running_stats(self.model),
+                frozen_running_stats(self._norms),
             ):
                 self._pass(closure)
             if not vec.attach_grads():
@@ -544,7 +546,7 @@ class SharpnessAware(torch.optim.Optimizer):
         # α = 1 is probed even when the grid misses it: it is SAM's direction.
         probed = alphas if any(math.isclose(a, 1.0) for a in alphas) else [*alphas, 1.0]
         losses: list[float] = []
-        with frozen_running_stats(self.model):
+        with frozen_running_stats(self._norms):
             for alpha in probed:
                 c0, c1 = slerp_coefficients(psi, alpha)
                 for group in vec.groups:

@@ -11,24 +11,30 @@ a non-finite batch statistic into NaN running statistics.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
 
+def norm_layers(model: torch.nn.Module | None) -> list[_NormBase]:
+    """The BatchNorm-type layers of `model` (none for None), found once per optimizer:
+    walking the modules on every pass costs more than the rest of the step's bookkeeping."""
+    return [] if model is None else [m for m in model.modules() if isinstance(m, _NormBase)]
+
+
 @contextmanager
-def frozen_running_stats(model: torch.nn.Module | None) -> Iterator[None]:
-    """Within the block, BatchNorm layers of `model` update no running statistic."""
-    if model is None:
-        yield
-        return
-    switched = [m for m in model.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+def frozen_running_stats(model: torch.nn.Module | Sequence[_NormBase] | None) -> Iterator[None]:
+    """Within the block, the BatchNorm layers of `model` (or the given layers) update no
+    running statistic."""
+    layers = model if isinstance(model, Sequence) else norm_layers(model)
+    switched = [m for m in layers if m.track_running_stats]
     for m in switched:
-        m.track_running_stats = False
+        # a plain attribute: skip Module.__setattr__'s parameter/buffer/module lookups
+        object.__setattr__(m, "track_running_stats", False)
     try:
         yield
     finally:
         for m in switched:
-            m.track_running_stats = True
+            object.__setattr__(m, "track_running_stats", True)

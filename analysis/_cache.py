@@ -132,10 +132,9 @@ def write_frames(study: Study, stamp: str) -> None:
         xsam_contract.atomic_write_with(
             d / f"trials-{stamp}.parquet", lambda fh: trials.to_parquet(fh, index=False)
         )
-        for i, kind in enumerate(("epochs", "probes")):
-            frames = (pair[i] for pair in study._batches(_BATCH))
+        for kind in ("epochs", "probes"):
             xsam_contract.atomic_write_with(
-                d / f"{kind}-{stamp}.parquet", _streamed(frames, pa, pq)
+                d / f"{kind}-{stamp}.parquet", _streamed(study._batches(_BATCH, kind), pa, pq)
             )
         meta = {"format": _FORMAT, "names": study._names, "problems": study.problems}
         xsam_contract.atomic_write(d / f"meta-{stamp}.json", json.dumps(meta))

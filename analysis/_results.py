@@ -532,15 +532,15 @@ class Study:
         keys = self.trials[cols]
         return keys.rename(columns={c: f"config_{c}" for c in cols[1:] if c in exclude})
 
-    def _batches(self, size: int) -> Iterable[tuple[pd.DataFrame, pd.DataFrame]]:
-        """``.epochs`` and ``.probes`` of ``size`` trials at a time (for the cache)."""
+    def _batches(self, size: int, kind: str) -> Iterable[pd.DataFrame]:
+        """``.epochs`` or ``.probes`` (``kind``) of ``size`` trials at a time (for the cache)."""
         for start in range(0, len(self._raw), size):
             raw = self._raw[start : start + size]
             positions = np.arange(start, start + len(raw))
-            yield (
-                self._epochs_of(raw, positions, self._epoch_dtypes),
-                self._probes_of(raw, positions),
-            )
+            if kind == "epochs":
+                yield self._epochs_of(raw, positions, self._epoch_dtypes)
+            else:
+                yield self._probes_of(raw, positions)
 
 
 def _int_array(values: np.ndarray, whole: bool) -> Any:

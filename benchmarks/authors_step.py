@@ -10,7 +10,11 @@ first), one more forward/backward and `second_step(update_alpha=False)`,
 with ρ/k as `train.py` passes it. Step time is the process CPU time
 (`time.process_time`, so waiting for a core on a shared machine is not
 counted; with `--threads 1` torch computes on this thread only), and the
-table gives the medians over the timed steps and their ratio.
+table gives the medians over the timed steps and their ratio. A third
+contender, interleaved with the two, runs the step's k + 1 forward/backward
+passes alone on its own copy of the model: `floor` = passes / authors is the
+lowest ratio any optimizer could reach with that model, since the passes are
+the same in both steps.
 
 Before timing, the script checks that both optimizers compute the same
 parameters in float64: a few steps from the same state and batches, the first
@@ -179,6 +183,23 @@ class Authors:
             )
 
 
+class Passes:
+    """The floor of any XSAM step: its k + 1 forward/backward passes alone, nothing else.
+
+    Gradients are set to None before each pass, as the authors' loop does. No
+    optimizer can be faster than this with the same model, so `floor` =
+    passes / authors is the lowest ratio any implementation could reach.
+    """
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        self.model, self.k = model, k
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, search: bool = False) -> None:
+        for _ in range(self.k + 1):
+            self.model.zero_grad(set_to_none=True)
+            F.cross_entropy(self.model(x), y).backward()
+
+
 def batches(name: str, n: int, batch: int, seed: int, dtype: torch.dtype):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
@@ -245,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         f"{eq['max_abs_diff']:.3g} > {EQUALITY_ATOL:g}"
                     )
                 steppers["authors"] = Authors(module, make_model(name, 0, torch.float32), k).step
+            steppers["passes"] = Passes(make_model(name, 0, torch.float32), k).step
             print(f"timing {name} k={k} ...", file=sys.stderr, flush=True)
             seconds = time_pair(steppers, name, args.batch, args.warmup, args.timed)
             row["seconds"] = seconds
@@ -255,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     [a / b for a, b in zip(seconds["ours"], seconds["authors"], strict=True)]
                 )
                 row["target"] = TARGETS[name]
+                row["floor"] = median(seconds["passes"]) / median(seconds["authors"])
             rows.append(row)
     return {"machine": machine_info(torch.device("cpu")), "args": vars(args), "rows": rows}
 
@@ -270,6 +293,8 @@ def render(result: dict[str, Any]) -> str:
         "target",
         "met",
         "max |Δθ| float64",
+        "passes ms",
+        "floor",
     ]
     table = []
     for r in result["rows"]:
@@ -285,6 +310,8 @@ def render(result: dict[str, Any]) -> str:
                 r.get("target", "-"),
                 "-" if "target" not in r else ("yes" if ratio <= r["target"] else "no"),
                 f"{r['equality']['max_abs_diff']:.2g}" if "equality" in r else "-",
+                f"{r['median_ms']['passes']:.3f}",
+                f"{r.get('floor', math.nan):.3f}",
             ]
         )
     return markdown_table(headers, table)

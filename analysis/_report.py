@@ -353,32 +353,27 @@ def _markdown(s: Study, tables: Mapping[str, Any], html_path: Path) -> str:
     lines += claims_markdown(tables["claims"])
     lines.append("")
     unit = tables["degradation"].attrs.get("unit", "")
-    lines.append(
-        f"## Multi-step degradation (final test_acc{f', {unit}' if unit else ''}, "
-        "mean ± std over seeds)"
-    )
-    lines.append("")
     layout = tables["layout"]
-    lines += _md_table(layout.reset_index()) if not layout.empty else ["(no finished trials yet)"]
-    lines.append("")
-    lines.append("## XSAM's extra cost, within each trial (% of its forward/backward time)")
-    lines.append("")
-    est = tables["estimate"]
-    lines += _md_table(est) if not est.empty else ["(needs timed XSAM epochs after the first)"]
-    lines.append("")
-    lines.append("## XSAM/SAM epoch-time ratio across trials (not a measurement)")
-    lines.append("")
+    lines += _md_section(
+        f"Multi-step degradation (final test_acc{f', {unit}' if unit else ''}, "
+        "mean ± std over seeds)",
+        layout if layout.empty else layout.reset_index(),
+        "(no finished trials yet)",
+    )
+    lines += _md_section(
+        "XSAM's extra cost, within each trial (% of its forward/backward time)",
+        tables["estimate"],
+        "(needs timed XSAM epochs after the first)",
+    )
     ratio = tables["ratio"]
-    if ratio.empty:
-        lines.append("(needs XSAM and SAM trials with the same k)")
-    else:
-        lines += _md_table(ratio[[c for c in ratio.columns if c not in _RATIO_MORE]])
-    lines.append("")
-    lines.append("## Proposition 1 (share of α refreshes)")
-    lines.append("")
-    fid = tables["fidelity"]
-    lines += _md_table(fid) if not fid.empty else ["(no α refreshes yet)"]
-    lines.append("")
+    lines += _md_section(
+        "XSAM/SAM epoch-time ratio across trials (not a measurement)",
+        ratio if ratio.empty else ratio[[c for c in ratio.columns if c not in _RATIO_MORE]],
+        "(needs XSAM and SAM trials with the same k)",
+    )
+    lines += _md_section(
+        "Proposition 1 (share of α refreshes)", tables["fidelity"], "(no α refreshes yet)"
+    )
     lines.append("## Parameter importances")
     lines.append("")
     imp = tables["importances"]
@@ -428,6 +423,11 @@ def _best_trial(s: Study) -> str | None:
     if is_accuracy(s.metric):  # a fraction in the frames, a percentage for the reader
         value = f"{100.0 * float(row['objective']):.2f} %"
     return f"{row['trial_id']} ({params}): {s.metric} = {value} [{row['status']}]"
+
+
+def _md_section(title: str, frame: pd.DataFrame, empty: str) -> list[str]:
+    """A Markdown section: its heading, then the table, or ``empty`` when it has no rows."""
+    return [f"## {title}", "", *(_md_table(frame) if not frame.empty else [empty]), ""]
 
 
 def _md_table(frame: pd.DataFrame) -> list[str]:

@@ -485,7 +485,13 @@ class SharpnessAware(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _after_first_pass(self, vec: _Layout) -> None:
-        """Hook for optimizers that keep g0 (GSAM, WSAM)."""
+        """Keeps the clean gradient g0 in the ``g0`` buffer of an optimizer that declares one.
+
+        GSAM and WSAM declare it (`_extra_buffers`); a subclass may override this hook.
+        """
+        if "g0" in self._extra_buffers:
+            for g0, g in zip(vec.flats("g0"), vec.flats("grad"), strict=True):
+                g0.copy_(g)
 
     def _after_base_step(self, vec: _Layout) -> None:
         """Hook for updates outside the base optimizer (decoupled WSAM)."""

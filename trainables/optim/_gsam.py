@@ -21,7 +21,7 @@ class GSAM(SharpnessAware):
         **kwargs: see `SharpnessAware`.
     """
 
-    _extra_buffers = ("g0",)
+    _extra_buffers = ("g0",)  # filled with the clean gradient by the base class
     config_keys = (*SharpnessAware.config_keys, "gsam_alpha")
 
     def __init__(
@@ -35,10 +35,6 @@ class GSAM(SharpnessAware):
         _check(gsam_alpha >= 0, "gsam_alpha", gsam_alpha, ">= 0")
         super().__init__(params, base_optimizer, **kwargs)
         self.gsam_alpha = gsam_alpha
-
-    def _after_first_pass(self, vec: _Layout) -> None:
-        for g0, g in zip(vec.flats("g0"), vec.flats("grad"), strict=True):
-            g0.copy_(g)
 
     def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         with self.timer.phase("update"):

@@ -22,7 +22,7 @@ class WSAM(SharpnessAware):
         **kwargs: see `SharpnessAware`.
     """
 
-    _extra_buffers = ("g0",)
+    _extra_buffers = ("g0",)  # filled with the clean gradient by the base class
     config_keys = (*SharpnessAware.config_keys, "wsam_gamma", "wsam_decouple")
 
     def __init__(
@@ -42,10 +42,6 @@ class WSAM(SharpnessAware):
     @property
     def weight(self) -> float:
         return self.wsam_gamma / (1.0 - self.wsam_gamma)
-
-    def _after_first_pass(self, vec: _Layout) -> None:
-        for g0, g in zip(vec.flats("g0"), vec.flats("grad"), strict=True):
-            g0.copy_(g)
 
     def _direction(self, vec: _Layout, probe: Probe | None) -> None:
         with self.timer.phase("update"):

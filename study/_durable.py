@@ -471,6 +471,15 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def _lines(path: str) -> list[bytes] | None:
+    """A file's lines with their ends, or None where it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().splitlines(keepends=True)
+    except FileNotFoundError:
+        return None
+
+
 def cut_rows_after(trial_dir: str, checkpoint: str) -> bool:
     """Cut the rows a trial's ``result.json`` and ``progress.csv`` hold after the row
     that reported ``checkpoint`` (the trial restarts from there and reports them again).
@@ -485,10 +494,8 @@ def cut_rows_after(trial_dir: str, checkpoint: str) -> bool:
     from xsam_contract import atomic_write
 
     path = os.path.join(trial_dir, _RESULT)
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().splitlines(keepends=True)
-    except FileNotFoundError:
+    lines = _lines(path)
+    if lines is None:
         return False
     keep = None
     for i, line in enumerate(lines):
@@ -501,10 +508,8 @@ def cut_rows_after(trial_dir: str, checkpoint: str) -> bool:
         return False
     atomic_write(path, b"".join(lines[:keep]))
     progress = os.path.join(trial_dir, _PROGRESS)
-    try:
-        with open(progress, "rb") as f:
-            rows = f.read().splitlines(keepends=True)
-    except FileNotFoundError:
+    rows = _lines(progress)
+    if rows is None:
         return True
     if len(rows) > keep + 1:  # a header line, then one line per row
         atomic_write(progress, b"".join(rows[: keep + 1]))

@@ -486,27 +486,14 @@ def _param_panel(
     colors = _colors(d["optimizer"]) if hue else None
     hue_order = optimizer_order(d["optimizer"]) if hue else None
     numeric = pd.api.types.is_numeric_dtype(d[p]) and not pd.api.types.is_bool_dtype(d[p])
+    # the same points, colours and axes for every seaborn call of this panel
+    common = dict(data=d, x=p, y="_y", hue=hue, hue_order=hue_order, palette=colors, ax=ax)
     if numeric:
-        sns.scatterplot(
-            data=d,
-            x=p,
-            y="_y",
-            hue=hue,
-            hue_order=hue_order,
-            palette=colors,
-            ax=ax,
-            legend=legend and hue is not None,
-        )
+        sns.scatterplot(**common, legend=legend and hue is not None)
         if d[p].nunique() <= 8 and d[p].nunique() < len(d):  # a grid: join the means
             sns.lineplot(
-                data=d,
-                x=p,
-                y="_y",
-                hue=hue,
-                hue_order=hue_order,
-                palette=colors,
+                **common,
                 errorbar=None,
-                ax=ax,
                 legend=False,
                 lw=1,
                 alpha=0.7,
@@ -523,17 +510,7 @@ def _param_panel(
     else:
         d[p] = d[p].astype(str)
         order = optimizer_order(d[p]) if p == "optimizer" else sorted(d[p].unique())
-        sns.stripplot(
-            data=d,
-            x=p,
-            order=order,
-            y="_y",
-            hue=hue,
-            hue_order=hue_order,
-            palette=colors,
-            ax=ax,
-            legend=legend and hue is not None,
-        )
+        sns.stripplot(**common, order=order, legend=legend and hue is not None)
     if p in PAPER_DEFAULTS and numeric:
         ax.axvline(PAPER_DEFAULTS[p], color="0.3", ls=":", lw=1.2, label="paper's default")
         ax.annotate(

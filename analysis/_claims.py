@@ -573,15 +573,14 @@ def _stability(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any
     q = quartiles(moved).iloc[0]
     spread = f"IQR over epoch pairs: [{q['q25']:.2f}, {q['q75']:.2f}] grid steps"
     base = dict(effect=q["median"], unit="grid steps δ/epoch", n=n, n_of="epoch pairs")
+    iqr = dict(low=q["q25"], high=q["q75"], uncertainty=spread)
     if pinned > PINNED_SHARE:
         return [
             _row(
                 key,
                 scope,
                 **base,
-                low=q["q25"],
-                high=q["q75"],
-                uncertainty=spread,
+                **iqr,
                 why=f"α* sits at an end of the grid in {pinned:.0%} of refreshes: the "
                 "search range, not the loss landscape, holds it (ρm too large?)",
             )
@@ -607,9 +606,7 @@ def _stability(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any
             key,
             scope,
             **base,
-            low=q["q25"],
-            high=q["q75"],
-            uncertainty=spread,
+            **iqr,
             verdict=verdict or "inconclusive",
             why=why,
         )

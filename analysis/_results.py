@@ -77,6 +77,13 @@ _TRIAL_ID_PREFIX = re.compile(r"^([0-9a-f]{8})(?:_|$)")
 _ERROR_FILES = ("error.txt", "error.pkl")
 # Per-refresh fields of a probe record kept in .probes (besides the grid).
 _PROBE_SCALARS = ("epoch", "step", "alpha", "psi", "loss_v0", "loss_v1", "loss_best")
+# orjson reads an integer token beyond 64 bits as a float (json: an int). Such a
+# token is 19 digits or more after ':', ',' or '[' (whitespace and a minus sign
+# between): with digits, whitespace and '-' mapped to '0' and ',' '[' to ':', a
+# line holding one holds _LONG_INT (a string or a float's digits may too: that
+# line is then only read by json, not misread).
+_INT_MAP = bytes.maketrans(b"0123456789 -\t\r\n,[", b"000000000000000::")
+_LONG_INT = b":" + b"0" * 19
 # Integers above this lose precision in a float64 array: kept as Python objects.
 _EXACT_INT = 2**53
 
@@ -763,11 +770,12 @@ def _parse_row(text: bytes) -> dict[str, Any] | None:
     orjson parses a line several times faster than ``json`` (most of a first
     load's time at scale) and gives the same objects, but refuses the ``NaN``
     and ``Infinity`` tokens Ray writes for a diverged loss or an SGD trial's
-    α: a line holding either, or anything else orjson refuses (an integer
-    beyond 64 bits, a lone surrogate), is read by ``json``, which reads them.
+    α, and reads an integer beyond 64 bits as a float: a line holding either
+    token or an integer of 19 digits or more, or anything else orjson refuses
+    (a lone surrogate), is read by ``json``.
     """
     row: Any = None
-    if b"NaN" not in text and b"Infinity" not in text:
+    if b"NaN" not in text and b"Infinity" not in text and _LONG_INT not in text.translate(_INT_MAP):
         with contextlib.suppress(orjson.JSONDecodeError):
             row = orjson.loads(text)
     if row is None:

@@ -12,13 +12,17 @@ import contextlib
 import io
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 import analysis
+from analysis import _results
+from analysis._cache import CACHE_DIR
 from analysis.cli import main
 
 pytestmark = pytest.mark.ray
@@ -83,6 +87,44 @@ def test_a_row_glued_onto_a_cut_line_is_recovered(copy: Path) -> None:
     assert len(s.problems) == 2
     assert "line 2: not a JSON object" in s.problems[0]
     assert "line 3: a row glued onto a cut line; the row was recovered" in s.problems[1]
+
+
+def test_rows_are_read_as_json_reads_them(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast parser (orjson) gives json's objects, and the lines it would refuse
+    or misread (Ray's NaN and Infinity tokens, an integer beyond 64 bits, a lone
+    surrogate) are read by json: the frames equal those of a json-only read."""
+    d = _trial(copy, optimizer="xsam", steps=2, seed=0)
+    for line in (d / "result.json").read_bytes().splitlines():
+        assert repr(_results._parse_row(line)) == repr(json.loads(line))
+    # A lone surrogate (orjson refuses it; the frames' string arrays would too).
+    assert _results._parse_row(b'{"note": "\\ud800"}') == {"note": "\ud800"}
+    rows = [json.loads(x) for x in _lines(d)]
+    rows[0]["test_loss"], rows[1]["test_loss"], rows[2]["train_loss"] = (
+        math.nan,
+        math.inf,
+        -math.inf,
+    )
+    for i, row in enumerate(rows):
+        row["big"] = 2**70 + i
+    (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fast = analysis.load(copy)
+    frames = {k: fast.frame(k) for k in ("trials", "epochs", "probes")}
+    e = frames["epochs"][frames["epochs"]["trial_id"] == rows[0]["trial_id"]]
+    assert math.isnan(e["test_loss"].iloc[0]) and e["test_loss"].iloc[1] == math.inf
+    assert e["train_loss"].iloc[2] == -math.inf
+    # Exact (text: beyond Int64), not one float for all three.
+    assert e["big"].astype(str).tolist() == [str(2**70 + i) for i in range(3)]
+
+    def json_only(text: bytes) -> dict[str, Any] | None:
+        row = json.loads(text)
+        return row if isinstance(row, dict) else None
+
+    shutil.rmtree(copy / CACHE_DIR, ignore_errors=True)
+    monkeypatch.setattr(_results, "_parse_row", json_only)
+    slow = analysis.load(copy)
+    assert slow.problems == fast.problems == []
+    for kind, frame in frames.items():
+        pd.testing.assert_frame_equal(frame, slow.frame(kind), check_exact=True)
 
 
 @pytest.mark.parametrize("content", ["", '{"optimizer": "xs', "[1, 2]", "\x00\x00\x00"])

@@ -2,7 +2,8 @@
 
 Only the standard library and torch are imported here, so that a benchmark
 runs on a machine whose image has torch but none of the study's other
-dependencies (ray, optuna, pandas).
+dependencies (ray, optuna, pandas); torch only inside the functions that use it,
+so that a script timing other processes does not pay for it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: The repository root (the folder that holds `trainables/`).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,8 @@ def add_repo_to_path() -> None:
 
 def resolve_device(name: str) -> torch.device:
     """`cpu`, `cuda` or `auto` (the GPU when one is present) as a torch device."""
+    import torch  # here, not at the top: the scripts that time subprocesses need no torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -41,6 +45,8 @@ def resolve_device(name: str) -> torch.device:
 
 def synchronizer(device: torch.device) -> Callable[[], None] | None:
     """What to call before each clock reading so device work is finished."""
+    import torch
+
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return None
@@ -78,6 +84,8 @@ def median(values: Sequence[float]) -> float:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, threads, torch version and GPU (when used)."""
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -100,6 +108,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
     return info
+
+
+def loadavg() -> str:
+    """The system's load averages as `/proc/loadavg` gives them, `n/a` where it cannot be read."""
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -48,8 +48,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import REPO_ROOT, loadavg
+
 _STUDY_FILES = ("study.json", "study.yaml")
 
 
@@ -195,13 +197,6 @@ def _time_v(cmd: list[str]) -> dict[str, Any]:
     }
 
 
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
-
-
 #: Issue 14's targets: peak resident memory (MiB) and wall seconds; None: none set.
 TARGETS: dict[str, tuple[float | None, float | None]] = {
     "report": (1536.0, 30.0),
@@ -237,9 +232,9 @@ def measure(study: Path, only: list[str]) -> list[dict[str, Any]]:
         for kind in only:
             if kind in ("load", "report"):
                 shutil.rmtree(study / ".cache", ignore_errors=True)
-            before = _loadavg()
+            before = loadavg()
             r = _time_v(_command(kind, study, Path(tmp) / kind))
-            r.update(kind=kind, load_before=before, load_after=_loadavg())
+            r.update(kind=kind, load_before=before, load_after=loadavg())
             results.append(r)
             print(
                 f"{kind:14s} peak {r['peak_rss_mb']:.0f} MB  wall {r['wall_s']:.1f} s  "
@@ -395,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.verb == "split":
-        print(f"load average: {_loadavg()}")
+        print(f"load average: {loadavg()}")
         split(args.study)
-        print(f"load average: {_loadavg()}")
+        print(f"load average: {loadavg()}")
         return 0
     if args.verb == "measure":
         only = [k.strip() for k in args.only.split(",") if k.strip()]

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO_ROOT, markdown_table, median, write_json
+from benchmarks._common import REPO_ROOT, loadavg, markdown_table, median, write_json
 
 
 def _xsam_tune() -> list[str]:
@@ -76,13 +76,6 @@ def _summaries(study: str) -> list[str]:
     return sorted(p.name for p in (Path(study) / ".cache" / "analysis").glob("summary-*.json"))
 
 
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs of each command (5)")
@@ -108,7 +101,7 @@ def main() -> None:
         csv = [*cli, "results", study, "--format", "csv"]
         commands.append(("xsam-tune results DIR --format csv", csv, None))
 
-    load_before = _loadavg()
+    load_before = loadavg()
     summaries_before = _summaries(study) if study else []
     first: dict[str, float] = {}
     for name, argv, _ in commands:  # warm the file cache: the first run reads .pyc files from disk
@@ -118,7 +111,7 @@ def main() -> None:
     for _ in range(repeat):
         for name, argv, _ in commands:
             times[name].append(_time(argv))
-    load_after = _loadavg()
+    load_after = loadavg()
 
     rows = []
     help_median = median(times["xsam-tune --help"])

@@ -50,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REPO_ROOT, markdown_table, median, write_json
+from benchmarks._common import REPO_ROOT, loadavg, markdown_table, median, write_json
 
 TARGET_RATIO = 1.5
 #: Phases of the timing record, in order (study._timing), and their labels.
@@ -131,13 +131,6 @@ def _study_run(cli: list[str], study: Path, env: dict[str, str], name: str, base
     return {"wall": wall, "phases": phases, "how": marks["ray_up"].get("how")}
 
 
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "n/a"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="rounds (3)")
@@ -176,7 +169,7 @@ def main() -> None:
         )
         if "warm" in modes:
             kept_start = _run([*cli, "ray", "start"], envs["warm"], "xsam-tune ray start")
-        load_before = _loadavg()
+        load_before = loadavg()
         kinds = ["plain", *modes]
         walls: dict[str, list[float]] = {k: [] for k in kinds}
         runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -193,7 +186,7 @@ def main() -> None:
                     runs[kind].append(run)
                     walls[kind].append(run["wall"])
                 print(f"round {i + 1}/{repeat} {kind}: {walls[kind][-1]:.2f} s", flush=True)
-        load_after = _loadavg()
+        load_after = loadavg()
     finally:
         if kept_start is not None:
             subprocess.run([*cli, "ray", "stop"], env=envs["warm"], capture_output=True)

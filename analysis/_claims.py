@@ -353,7 +353,7 @@ def _judge_difference(
 ) -> dict[str, Any]:
     """A row for a difference claim from one :func:`_compare` result."""
     n = int(r["n"])
-    unit = "pp"
+    base = dict(effect=r["mean"], unit="pp", n=n, n_of=r["n_of"])
     if pd.isna(r["low"]):
         if n == 0 and (r["n_first"] == 0 or r["n_second"] == 0):
             return _not_covered(key, claim_text, scope)[0]
@@ -363,16 +363,7 @@ def _judge_difference(
             f"too few seeds: {n} shared seed(s) and {r['n_first']}/{r['n_second']} per side "
             f"(< {MIN_N}): no interval drawn"
         )
-        return _row(
-            key,
-            scope,
-            effect=r["mean"],
-            uncertainty=listed,
-            unit=unit,
-            n=n,
-            n_of=r["n_of"],
-            why=why,
-        )
+        return _row(key, scope, **base, uncertainty=listed, why=why)
     verdict = _direction(r["low"], r["high"], positive=positive)
     interval = f"{r['interval']}: [{r['low']:+.2f}, {r['high']:+.2f}] pp"
     if verdict == "supported":
@@ -384,13 +375,10 @@ def _judge_difference(
     return _row(
         key,
         scope,
-        effect=r["mean"],
+        **base,
         low=r["low"],
         high=r["high"],
         uncertainty=interval,
-        unit=unit,
-        n=n,
-        n_of=r["n_of"],
         verdict=verdict,
         why=why,
     )

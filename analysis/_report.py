@@ -181,31 +181,38 @@ def _html(s: Study, kinds: list[str], tables: Mapping[str, Any]) -> str:
     parts.append("</section>")
     parts.append('<section id="tables"><h2>Tables</h2>')
     unit = tables["degradation"].attrs.get("unit", "")
-    parts.append(
-        f"<h3>Multi-step degradation: final test_acc{f' ({unit})' if unit else ''}, "
-        "mean ± std over seeds (finished trials)</h3>"
+    # (heading, table, with its index): the tables the report shows, in order
+    sections = (
+        (
+            f"Multi-step degradation: final test_acc{f' ({unit})' if unit else ''}, "
+            "mean ± std over seeds (finished trials)",
+            "layout",
+            True,
+        ),
+        (
+            "Degradation, numbers (n trials; low..high: 95 % t-interval of the mean, "
+            "none below 3 trials)",
+            "degradation",
+            False,
+        ),
+        ("Seconds per epoch by phase", "overhead", False),
+        (
+            "XSAM's extra cost, estimated within each trial: probe time in % of the "
+            "same epochs' forward/backward time (median, IQR over epochs after the first), "
+            "next to the analytic floor of the extra probe forwards",
+            "estimate",
+            False,
+        ),
+        (
+            "XSAM/SAM epoch-time ratio across trials (not a measurement: trials may have "
+            "shared the machine; impossible = XSAM cheaper than SAM beyond the spread)",
+            "ratio",
+            False,
+        ),
+        ("Direction fidelity (Proposition 1)", "fidelity", False),
     )
-    parts.append(_table_html(tables["layout"], index=True))
-    parts.append(
-        "<h3>Degradation, numbers (n trials; low..high: 95 % t-interval of the mean, "
-        "none below 3 trials)</h3>"
-    )
-    parts.append(_table_html(tables["degradation"]))
-    parts.append("<h3>Seconds per epoch by phase</h3>")
-    parts.append(_table_html(tables["overhead"]))
-    parts.append(
-        "<h3>XSAM's extra cost, estimated within each trial: probe time in % of the "
-        "same epochs' forward/backward time (median, IQR over epochs after the first), "
-        "next to the analytic floor of the extra probe forwards</h3>"
-    )
-    parts.append(_table_html(tables["estimate"]))
-    parts.append(
-        "<h3>XSAM/SAM epoch-time ratio across trials (not a measurement: trials may have "
-        "shared the machine; impossible = XSAM cheaper than SAM beyond the spread)</h3>"
-    )
-    parts.append(_table_html(tables["ratio"]))
-    parts.append("<h3>Direction fidelity (Proposition 1)</h3>")
-    parts.append(_table_html(tables["fidelity"]))
+    for heading, key, index in sections:
+        parts += [f"<h3>{heading}</h3>", _table_html(tables[key], index=index)]
     parts.append("<h3>Parameter importances</h3>")
     imp = tables["importances"]
     if isinstance(imp, pd.Series):

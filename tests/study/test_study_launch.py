@@ -12,15 +12,16 @@ import pytest
 from study import StudyLaunchError, parse_study, read_study_config, resume_study, run_study
 from study._state import last_study
 from study.cli import main
+from tests.study._engine import result_epochs, trial_dirs
 
 
-def _result_epochs(trial_dir: Path) -> list[int]:
-    lines = (trial_dir / "result.json").read_text().splitlines()
-    return [json.loads(line)["epoch"] for line in lines if line.strip()]
-
-
-def _trial_dirs(study_dir: Path) -> list[Path]:
-    return sorted(p for p in study_dir.iterdir() if (p / "params.json").exists())
+def _failing_data_dir(tmp_path: Path) -> Path:
+    """A data folder whose ``fail`` marker makes the toy trainable's steps == 2 trials
+    raise in epoch 2 (remove the marker to let them through)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "fail").touch()
+    return data_dir
 
 
 @pytest.mark.ray
@@ -56,12 +57,12 @@ def test_cli_run_of_a_conditional_grid(
     assert info["started_at"] <= info["finished_at"]
     assert info["versions"]["ray"] and info["trials"] == {"total": 10, "errors": 0}
 
-    trials = _trial_dirs(study_dir)
+    trials = trial_dirs(study_dir)
     assert len(trials) == 10
     configs = [json.loads((t / "params.json").read_text()) for t in trials]
     assert sorted((c["optimizer"], c.get("steps")) for c in configs).count(("sgd", None)) == 2
     assert all(c["epochs"] == 3 and c["checkpoint_every"] == 1 for c in configs)
-    assert all(_result_epochs(t) == [1, 2, 3] for t in trials)
+    assert all(result_epochs(t) == [1, 2, 3] for t in trials)
     assert last_study() == str(study_dir)
 
     # the analysis layer's subcommands read the same directory
@@ -135,9 +136,7 @@ def test_random_search_with_asha(trainable: Any, base: dict[str, Any], tmp_path:
 def test_resume_continues_errored_trials_from_their_checkpoint(
     trainable: Any, base: dict[str, Any], tmp_path: Path
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "fail").touch()  # steps == 2 trials raise in epoch 2
+    data_dir = _failing_data_dir(tmp_path)
     base["trial"]["data_dir"] = str(data_dir)
     base["space"]["optimizer"]["grid"] = ["sgd", "xsam"]
     base["space"]["seed"]["grid"] = [0]
@@ -145,13 +144,13 @@ def test_resume_continues_errored_trials_from_their_checkpoint(
     results = run_study(parse_study(base), storage=str(tmp_path), trainable=trainable, verbose=0)
     assert results.num_errors == 1  # xsam with k = 2
     study_dir = tmp_path / "tiny"
-    before = {t.name: _result_epochs(t) for t in _trial_dirs(study_dir)}
+    before = {t.name: result_epochs(t) for t in trial_dirs(study_dir)}
     assert sorted(len(e) for e in before.values()) == [1, 3, 3]
 
     (data_dir / "fail").unlink()
     results = resume_study(str(study_dir), trainable=trainable, verbose=0)
     assert len(results) == 3 and results.num_errors == 0
-    after = {t.name: _result_epochs(t) for t in _trial_dirs(study_dir)}
+    after = {t.name: result_epochs(t) for t in trial_dirs(study_dir)}
     # errored trials went on from epoch 2; finished ones were not run again
     assert all(epochs == [1, 2, 3] for epochs in after.values())
     info = json.loads((study_dir / "study.json").read_text())
@@ -169,9 +168,7 @@ def test_resumed_optuna_study_keeps_its_journal_in_its_moved_directory(
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "fail").touch()  # steps == 2 trials raise in epoch 2
+    data_dir = _failing_data_dir(tmp_path)
     base["trial"].update(optimizer="xsam", data_dir=str(data_dir))
     base["space"] = {"steps": {"choice": [1, 2]}}
     base["search"] = {
@@ -223,7 +220,7 @@ def test_the_real_trainable(ray_session: None, tmp_path: Path, capsys) -> None:
     assert main(["run", str(path), "--storage", str(tmp_path / "studies"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "best 2 of 2 trials" in out
-    for trial in _trial_dirs(tmp_path / "studies" / "real"):
+    for trial in trial_dirs(tmp_path / "studies" / "real"):
         rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2] and "time_epoch" in rows[-1]
 

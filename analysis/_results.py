@@ -4,7 +4,8 @@ The directory is the one Ray Tune 2.x writes (``<storage>/<name>/``): one folder
 per trial holding ``params.json`` (the trial config) and ``result.json`` (one
 JSON object per reported row), ``error.txt`` when the trial raised, and
 ``experiment_state-*.json`` at the top; the driver adds ``study.json`` and
-``study.yaml``. Everything is read with ``json``; a study that is still
+``study.yaml``. Everything is read as JSON (``result.json`` lines with orjson
+where it reads them as ``json`` would, else ``json``); a study that is still
 running, crashed half-way or was copied elsewhere reads the same way.
 
 Reading scales with the study: ``result.json`` is read line by line and only

@@ -37,7 +37,9 @@ __all__ = [
     "KeptRay",
     "find_kept",
     "forwarded_env",
+    "free_ports",
     "kept_command",
+    "session_pids",
     "start_kept",
     "stop_kept",
     "use_auth_mode",
@@ -136,7 +138,7 @@ def start_kept(num_cpus: int | None = None) -> tuple[KeptRay, bool]:
         os.mkdir(own, 0o700)
     if os.path.islink(own) or not os.path.isdir(own):
         raise StudyLaunchError(f"{own} is not a directory (a link?): remove it")
-    gcs, dashboard, agent = _free_ports(3)
+    gcs, dashboard, agent = free_ports(3)
     command = [
         sys.executable,
         "-m",
@@ -302,7 +304,8 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports free on 127.0.0.1 right now."""
     socks = []
     try:
         for _ in range(n):
@@ -315,7 +318,7 @@ def _free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def _session_pids(sid: int) -> list[int]:
+def session_pids(sid: int) -> list[int]:
     """The live processes of the session ``sid`` leads."""
     pids = []
     try:
@@ -341,11 +344,11 @@ def _stop_session(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_TIMEOUT_S
-    while _session_pids(pid) and time.monotonic() < deadline:
+    while session_pids(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
-    for left in _session_pids(pid):
+    for left in session_pids(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(left, signal.SIGKILL)
 

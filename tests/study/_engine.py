@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
+from study._kept_ray import free_ports, session_pids  # the launcher's own helpers
 from tests.study._cli_driver import REPO, run
 
 RECORDER = "tests.study._faults_trainables"
@@ -129,20 +129,6 @@ def ray_node(
         stop_session(proc)
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct TCP ports free on 127.0.0.1 right now."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def tail(path: Path, chars: int = 4000) -> str:
     """The end of a log file (for failure messages)."""
     return path.read_text(errors="replace")[-chars:] if path.exists() else "(no output)"
@@ -165,22 +151,6 @@ def wait_gone(pids: set[int], timeout: float = 60) -> bool:
             return False
         time.sleep(0.2)
     return True
-
-
-def session_pids(sid: int) -> list[int]:
-    """Processes of the session that ``sid`` leads (what ``ray start`` spawned)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def kill_session(sid: int) -> None:

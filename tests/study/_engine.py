@@ -222,6 +222,17 @@ def _is_loopback(address: str) -> bool:
 # --------------------------------------------------------------------------
 
 
+def paused_records(root: Path, name: str, who: str) -> Path:
+    """The record folder ``root/name`` of a faulted study, with the plan that pauses
+    trials after epoch 1 while its ``hold`` file exists (``who``: ``first`` or
+    ``others``, see tests/study/_faults_trainables.py)."""
+    records = root / name
+    records.mkdir(parents=True)
+    (records / "pause.json").write_text(json.dumps({"epoch": 1, "who": who}))
+    (records / "hold").touch()
+    return records
+
+
 def write_study(
     folder: Path,
     name: str,

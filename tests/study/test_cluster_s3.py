@@ -22,7 +22,6 @@ mnist1d/cnn1d inside the recorders of ``tests/study/_faults_trainables.py``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -45,6 +44,7 @@ from tests.study._engine import (
     kill_session,
     lines,
     outputs,
+    paused_records,
     ray_env,
     ray_node,
     result_epochs,
@@ -183,10 +183,7 @@ def test_bucket_study_survives_a_node_kill_and_a_driver_kill(cluster: Cluster, s
 
     # 2. the faulted run: one paused trial on each node, then the worker node dies
     name = "faulted"
-    records = cluster.records / name
-    records.mkdir(parents=True)
-    (records / "pause.json").write_text(json.dumps({"epoch": 1, "who": "others"}))
-    (records / "hold").touch()
+    records = paused_records(cluster.records, name, "others")
     # The victim's restart waits until the driver is dead: were it to finish its
     # last epoch before the kill, after Ray's last save of the experiment state,
     # the resume would run that epoch again (Ray's semantics).

@@ -42,6 +42,7 @@ from tests.study._engine import (
     lines,
     listening_sockets,
     outputs,
+    paused_records,
     ray_env,
     ray_node,
     result_epochs,
@@ -167,10 +168,7 @@ def test_killed_worker_resumes_from_its_checkpoint(
     non-time metrics in its last row, and one row per epoch, as the trial
     nobody disturbed."""
     name = "worker-kill"
-    records = ray_head.records / name
-    records.mkdir()
-    (records / "pause.json").write_text(json.dumps({"epoch": 1, "who": "first"}))
-    (records / "hold").touch()
+    records = paused_records(ray_head.records, name, "first")
     storage = fault_base / "studies"
     study = write_study(
         fault_base,
@@ -236,10 +234,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
     ``--address``: it joins the head through ``RAY_ADDRESS``, as the
     entrypoint of a ``ray job submit`` job does."""
     name = "driver-kill"
-    records = ray_head.records / name
-    records.mkdir()
-    (records / "pause.json").write_text(json.dumps({"epoch": 1, "who": "others"}))
-    (records / "hold").touch()
+    records = paused_records(ray_head.records, name, "others")
     storage = fault_base / "studies"
     study_dir = storage / name
     study = write_study(

@@ -239,13 +239,36 @@ class ResNet(nn.Module):
 
 
 # --------------------------------------------------------------------------
+# A features trunk, global average pooling and one linear layer (VGG, DenseNet)
+
+
+class _PooledClassifier(nn.Module):
+    """Base of the image models that end in global average pooling and a linear layer."""
+
+    features: nn.Sequential
+    pool: nn.AdaptiveAvgPool2d
+    classifier: nn.Linear
+
+    def _set_head(self, layers: list[nn.Module], channels: int, num_classes: int) -> None:
+        """The trunk `layers` ending in `channels` maps, then the pooled linear head."""
+        self.features = nn.Sequential(*layers)
+        # 32x32 inputs may end at 1x1 already; larger ones are averaged down.
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps ``(B, C, H, W)`` images to ``(B, num_classes)`` logits."""
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+# --------------------------------------------------------------------------
 # VGG-11 with BatchNorm
 
 
 _VGG11: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-class VGG(nn.Module):
+class VGG(_PooledClassifier):
     """VGG feature extractor with BatchNorm and a single linear classifier.
 
     Args:
@@ -271,14 +294,7 @@ class VGG(nn.Module):
                     nn.ReLU(inplace=True),
                 ]
                 channels = out
-        self.features = nn.Sequential(*layers)
-        # 32x32 inputs end at 1x1 already; larger ones are averaged down.
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Maps ``(B, C, H, W)`` images to ``(B, num_classes)`` logits."""
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        self._set_head(layers, channels, num_classes)
 
 
 # --------------------------------------------------------------------------
@@ -315,7 +331,7 @@ class _Transition(nn.Module):
         return self.pool(self.conv(torch.relu(self.bn(x))))
 
 
-class DenseNet(nn.Module):
+class DenseNet(_PooledClassifier):
     """DenseNet-BC with the CIFAR stem.
 
     Args:
@@ -346,13 +362,7 @@ class DenseNet(nn.Module):
                 layers.append(_Transition(channels, out))
                 channels = out
         layers += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Maps ``(B, C, H, W)`` images to ``(B, num_classes)`` logits."""
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        self._set_head(layers, channels, num_classes)
 
 
 # --------------------------------------------------------------------------

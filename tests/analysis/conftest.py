@@ -191,3 +191,11 @@ def study_dir(
 def partial_dir(study_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study as it looks while running (or after a driver crash)."""
     return make_partial(study_dir, tmp_path_factory.mktemp("partial") / STUDY_NAME)
+
+
+@pytest.fixture
+def copy(study_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny study without its analysis cache, to damage or extend."""
+    root = tmp_path / "tiny"
+    shutil.copytree(study_dir, root, ignore=shutil.ignore_patterns(".cache"))
+    return root

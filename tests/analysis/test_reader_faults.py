@@ -28,13 +28,6 @@ from analysis.cli import main
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture
-def copy(study_dir: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "tiny"
-    shutil.copytree(study_dir, root, ignore=shutil.ignore_patterns(".cache"))
-    return root
-
-
 def _trial(root: Path, **match: object) -> Path:
     """The folder of the first trial whose params.json has ``match``."""
     for d in sorted(p for p in root.iterdir() if (p / "params.json").is_file()):

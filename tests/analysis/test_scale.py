@@ -23,14 +23,6 @@ from analysis._cache import CACHE_DIR
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture
-def copy(study_dir: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny study without its parquet cache."""
-    root = tmp_path / "tiny"
-    shutil.copytree(study_dir, root, ignore=shutil.ignore_patterns(".cache"))
-    return root
-
-
 # -- reference implementations: one refresh or one group at a time -------------
 
 

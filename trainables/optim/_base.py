@@ -250,6 +250,8 @@ def _flat_sgd_step(base: torch.optim.Optimizer, vec: _Layout) -> bool:
     state as views of one flat buffer per group, so its `state_dict`, a
     loaded state and a later fallback to its own `step` all see the same
     values. `p.grad` keeps the direction (SGD does not change it either).
+    Hooks registered on the base optimizer's own `step` do not run on this path
+    (the sharpness-aware optimizer's `step`, which schedulers wrap, is the one called).
     """
     if type(base) is not torch.optim.SGD or len(base.param_groups) != 1:
         return False

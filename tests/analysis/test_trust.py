@@ -310,11 +310,19 @@ def test_overhead_estimate_does_not_depend_on_trials_sharing_the_cores(
     ray_session: None, mnist1d_dir: Path, tmp_path: Path
 ) -> None:
     """The within-trial estimate of two trials run side by side on the two cores
-    agrees with the same trials run one at a time, within its stated spread."""
+    agrees with the same trials run one at a time, to a quarter of its size.
+
+    Sharing the cores still moves the CPU-time share by a few points through cache
+    contention (19.1 % alone against 21.1 % side by side, IQRs 18.6–19.5 and
+    20.3–22.0, on a quiet machine; 18.0 against 20.9 in one CI run), so the
+    interquartile ranges need not overlap. What the bound rules out is a figure
+    that moves with the epoch time, as dividing one trial's wall time by
+    another's did: sharing stretched epochs from 3.5 s to 6.2 s (+77 %).
+    """
     side = analysis.load(_xsam_study(tmp_path, mnist1d_dir, "side_by_side", 2))
     alone = analysis.load(_xsam_study(tmp_path, mnist1d_dir, "one_at_a_time", 1))
     a = analysis.overhead_estimate(side.trials, side.epochs).iloc[0]
     b = analysis.overhead_estimate(alone.trials, alone.epochs).iloc[0]
     assert a["n_epochs"] == b["n_epochs"] == 2 * 5  # epochs after the first, both trials
-    spread = max(a["q75"] - a["q25"], b["q75"] - b["q25"])
-    assert abs(a["median"] - b["median"]) <= spread, (a.to_dict(), b.to_dict())
+    smaller = min(a["median"], b["median"])
+    assert abs(a["median"] - b["median"]) <= 0.25 * smaller, (a.to_dict(), b.to_dict())

@@ -61,6 +61,7 @@ __all__ = [
     "DurableRows",
     "before_trial_start",
     "cut_rows_after",
+    "drop_held_back",
     "full_disk_error",
     "resume_filesystem",
     "storage_filesystem",
@@ -111,6 +112,15 @@ def storage_filesystem(search: str, study_dir: str) -> pafs.FileSystem | None:
                     _unlink(tmp)
     kinds = RUN_STATE_KINDS["native" if search == "native" else "searcher"]
     return pafs.PyFileSystem(AtomicLocalHandler(kinds))
+
+
+def drop_held_back(study_dir: str) -> None:
+    """At the end of a run: a run state still held back for ``study_dir`` will never be
+    put in place (the one in place stays the last whose rows are all there), so its
+    temporary files go; a later resume would remove them anyway."""
+    with _LEDGER.lock:
+        for tmp, _ in _LEDGER.pending.pop(study_dir, {}).values():
+            _unlink(tmp)
 
 
 def resume_filesystem(study_dir: str) -> pafs.FileSystem | None:

@@ -225,8 +225,9 @@ def _fit(tuner: Any, study_dir: str, cfg: StudyConfig) -> Any:
         mark_ended(study_dir, complete=False, total=0, errors=0)
         record_last_study(study_dir)
         raise
-    from study._durable import full_disk_error  # pyarrow: imported once Ray runs
+    from study._durable import drop_held_back, full_disk_error  # pyarrow: once Ray runs
 
+    drop_held_back(study_dir)
     full = full_disk_error(results, study_dir)  # ends in one line, resumable
     mark_ended(
         study_dir,

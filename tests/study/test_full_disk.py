@@ -281,6 +281,26 @@ def test_the_run_state_waits_for_the_rows_it_names(tmp_path: Path) -> None:
     assert state.read_bytes() == _state({"t1": "checkpoint_000002"})
 
 
+def test_a_run_state_still_held_back_when_the_run_ends_leaves_no_temporary(
+    tmp_path: Path,
+) -> None:
+    """The run ends with a state that waits for rows never stored: the state in place
+    stays the former one, and the held-back one's temporary file goes."""
+    from study._durable import drop_held_back, storage_filesystem
+
+    study_dir = tmp_path / "tiny"
+    (study_dir / "t1").mkdir(parents=True)
+    fs = storage_filesystem("native", str(study_dir))
+    state = study_dir / "experiment_state-x.json"
+    _write(fs, state, _state({"t1": None}))
+    _write(fs, study_dir / "basic-variant-state-x.json", b"\x80\x05N.")
+    _write(fs, state, _state({"t1": "checkpoint_000001"}))  # its row never comes
+    assert [p.name for p in study_dir.glob(".*.tmp")]  # held back
+    drop_held_back(str(study_dir))
+    assert not list(study_dir.rglob(".*.tmp"))
+    assert state.read_bytes() == _state({"t1": None})
+
+
 def test_a_write_the_full_disk_stops_leaves_the_former_file(small_disk: Path) -> None:
     from study._durable import full_disk_error, storage_filesystem
 

@@ -61,6 +61,7 @@ from trainables.optim._functional import (
 from trainables.optim._timing import NullTimer
 
 Closure = Callable[[], torch.Tensor]
+_GRAD = operator.attrgetter("grad")
 Probe = Callable[[], torch.Tensor | float]
 
 
@@ -134,6 +135,14 @@ class _Group:
             if g is not None and (g is not view or g.data_ptr() != ptr):
                 g.zero_()
 
+    def holds_grads(self) -> bool:
+        """Whether every `p.grad` is still the very tensor `attach_grads` made its view.
+
+        Identity only, no storage check: between the passes of one step, where
+        nothing but the closure's backward touches the gradients.
+        """
+        return all(map(operator.is_, map(_GRAD, self.params), self.views["grad"]))
+
     def _shaped(self, flat: torch.Tensor) -> Tensors:
         return [v.view(p.shape) for v, p in zip(flat.split(self._numels), self.params, strict=True)]
 
@@ -194,6 +203,7 @@ class _Layout:
         held = set(map(id, params))
         #: parameters outside the layout, whose gradients are zeroed one by one
         self.others = [p for p in all_params if id(p) not in held]
+        self._flats: dict[str, Tensors] = {}
         self._view_of = {
             id(p): (group, i) for group in self.groups for i, p in enumerate(group.params)
         }
@@ -201,11 +211,20 @@ class _Layout:
     def holds(self, params: Tensors) -> bool:
         return len(params) == len(self.params) and all(map(operator.is_, params, self.params))
 
-    def attach_grads(self) -> bool:
+    def attach_grads(self, within_step: bool = False) -> bool:
+        """Make every `p.grad` its view (see `_Group.attach_grads`); False if a parameter
+        changed. `within_step`: after a later pass of a step whose first pass attached
+        them, where an identity check per gradient is enough unless one was replaced."""
+        if within_step and all(group.holds_grads() for group in self.groups):
+            return True
         return all(group.attach_grads() for group in self.groups)
 
     def flats(self, name: str) -> Tensors:
-        return [group.buffer(name) for group in self.groups]
+        """Buffer `name` of every group (allocated on first use; the list is kept)."""
+        flats = self._flats.get(name)
+        if flats is None:
+            flats = self._flats[name] = [group.buffer(name) for group in self.groups]
+        return flats
 
     def norm(self, name: str) -> Scalar:
         return flat_norm(self.flats(name), self.host)
@@ -222,10 +241,17 @@ class _Layout:
         group.buffer(name)
         return group.views[name][i]
 
-    def zero_grads(self) -> None:
-        """Zero every gradient of the optimizer's parameters, one kernel per group."""
+    def zero_grads(self, attached: bool = False) -> None:
+        """Zero every gradient of the optimizer's parameters, one kernel per group.
+
+        `attached`: every gradient of the layout is known to be its view (checked
+        by `attach_grads` since the last pass), so zeroing the flat buffer is all.
+        """
         for group in self.groups:
-            group.zero_grads()
+            if attached:
+                group.flat["grad"].zero_()
+            else:
+                group.zero_grads()
         for p in self.others:
             if p.grad is not None:
                 p.grad.zero_()
@@ -288,8 +314,9 @@ def _flat_sgd_step(base: torch.optim.Optimizer, vec: _Layout) -> bool:
                 if held is not group.views.get("momentum"):
                     group.adopt("momentum", held)
                 group.flat["momentum"].mul_(momentum).add_(d, alpha=1 - hp["dampening"])
-            for p, view in zip(group.params, group.views["momentum"], strict=True):
-                base.state[p]["momentum_buffer"] = view
+            if held is not group.views["momentum"]:
+                for p, view in zip(group.params, group.views["momentum"], strict=True):
+                    base.state[p]["momentum_buffer"] = view
             b = group.flat["momentum"]
             d = d.add(b, alpha=momentum) if hp["nesterov"] else b
         theta.add_(d, alpha=-lr)
@@ -470,16 +497,18 @@ class SharpnessAware(torch.optim.Optimizer):
             vec = self._vectors()
             vec.copy_from_params("theta0")
             self._after_first_pass(vec)
-        for i in range(1, self.steps + 1):
-            with timer.phase("update"):
-                self._ascend(vec)
-            with (
-                timer.phase("ascent" if i < self.steps else "descent"),
-                frozen_running_stats(self._norms),
-            ):
-                self._pass(closure)
-            if not vec.attach_grads():
-                raise RuntimeError("a parameter changed dtype, device or shape during a step")
+        # Passes at θ1…θk keep the BatchNorm statistics of θ0's pass; only the
+        # ascent's arithmetic runs between them, so one switch covers them all.
+        with frozen_running_stats(self._norms):
+            for i in range(1, self.steps + 1):
+                with timer.phase("update"):
+                    self._ascend(vec)
+                with timer.phase("ascent" if i < self.steps else "descent"):
+                    self._pass(closure, vec)
+                if not vec.attach_grads(within_step=True):
+                    raise RuntimeError(
+                        "a parameter changed dtype, device or shape during a step"
+                    )
         return loss, vec
 
     def _direction(self, vec: _Layout, probe: Probe | None) -> None:
@@ -605,10 +634,17 @@ class SharpnessAware(torch.optim.Optimizer):
         """θ ← θ0 in place."""
         vec.copy_to_params("theta0")
 
-    @torch.enable_grad()
-    def _pass(self, closure: Closure) -> torch.Tensor:
-        self.zero_grad(set_to_none=False)
-        return closure()
+    def _pass(self, closure: Closure, vec: _Layout | None = None) -> torch.Tensor:
+        """Zero the gradients and run the closure with gradients on.
+
+        `vec`: the step's layout, its gradients attached since the last pass.
+        """
+        if vec is None:
+            self.zero_grad(set_to_none=False)
+        else:
+            vec.zero_grads(attached=True)
+        with torch.enable_grad():
+            return closure()
 
     def _vectors(self) -> _Layout:
         """The layout of this step's parameters (those with a gradient), gradients attached."""

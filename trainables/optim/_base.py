@@ -506,9 +506,7 @@ class SharpnessAware(torch.optim.Optimizer):
                 with timer.phase("ascent" if i < self.steps else "descent"):
                     self._pass(closure, vec)
                 if not vec.attach_grads(within_step=True):
-                    raise RuntimeError(
-                        "a parameter changed dtype, device or shape during a step"
-                    )
+                    raise RuntimeError("a parameter changed dtype, device or shape during a step")
         return loss, vec
 
     def _direction(self, vec: _Layout, probe: Probe | None) -> None:

@@ -40,6 +40,7 @@ search.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import operator
@@ -48,6 +49,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 
 from trainables.optim._batchnorm import frozen_running_stats, norm_layers
 from trainables.optim._functional import (
@@ -436,6 +438,30 @@ class SharpnessAware(torch.optim.Optimizer):
                 if name not in _OWN_STORAGE:
                     out.setdefault(name, {})[i] = flat
         return out
+
+    @staticmethod
+    def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
+        """PyTorch's wrapper of `step` (step hooks, a profiler label), entered only when it
+        has work: a step hook registered here or globally, or a profiler running.
+
+        Its `record_function` alone costs about 0.05 ms a step with no profiler
+        running, a fifth of this optimizer's own work on a small model.
+        """
+        hooked = torch.optim.Optimizer.profile_hook_step(func)
+
+        @functools.wraps(func)
+        def wrapper(self: SharpnessAware, *args: Any, **kwargs: Any) -> Any:
+            if (
+                self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
+                or _torch_optimizer._global_optimizer_pre_hooks
+                or _torch_optimizer._global_optimizer_post_hooks
+                or torch.autograd._profiler_enabled()
+            ):
+                return hooked(self, *args, **kwargs)
+            return func(self, *args, **kwargs)
+
+        return wrapper
 
     # ------------------------------------------------------------------ step
     @torch.no_grad()

@@ -10,6 +10,16 @@ import torch
 import torch.nn.functional as F
 
 
+@pytest.fixture(autouse=True, scope="package")
+def one_torch_thread():
+    """These models are tiny: a second intra-op thread only adds synchronisation, and on a
+    loaded 2-core machine its spin-waits made this package's tests ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(

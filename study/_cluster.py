@@ -14,7 +14,17 @@ from study._sharedfs import on_shared_filesystem
 from study._storage import is_uri
 from study._timing import mark
 
-__all__ = ["LOOPBACK_ENV", "check_storage", "connect", "loopback_only", "ray_temp_dir"]
+__all__ = [
+    "IDLE_WORKER_MS",
+    "LOOPBACK_ENV",
+    "TUNE_ACTOR_ENV",
+    "check_storage",
+    "connect",
+    "inherited_setup_hook",
+    "loopback_only",
+    "ray_temp_dir",
+    "trials_on_first_workers",
+]
 
 #: Ray's switch for "this platform runs clusters"; 0 makes a new node use 127.0.0.1.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -34,9 +44,12 @@ def connect(address: str | None, *, preload: str | None = None) -> Iterator[None
             starts an embedded instance with every CPU of this machine,
             reachable from this machine only (or joins the kept one).
         preload: ``module.function`` that Ray runs in each new worker of a
-            local instance (its ``worker_process_setup_hook``): the trials'
-            imports, done while the driver sets the study up. Not used when
-            joining a cluster given by ``address``.
+            local instance (a ``worker_process_setup_hook``): the trials'
+            imports, done while the driver sets the study up. An instance
+            started here passes it through the environment its workers inherit
+            (:func:`inherited_setup_hook`), and its trials run in the workers
+            Ray starts as the driver connects (:func:`trials_on_first_workers`).
+            Not used when joining a cluster given by ``address``.
 
     Raises:
         StudyLaunchError: The cluster cannot be reached.
@@ -57,11 +70,13 @@ def connect(address: str | None, *, preload: str | None = None) -> Iterator[None
         # below: join it on purpose.
         address = "auto"
     kept = _kept_instance() if address is None else None
-    runtime_env = {"worker_process_setup_hook": preload} if preload else {}
     if kept is not None:
         how = "kept"
         # Its workers inherit the environment of `xsam-tune ray start`: pass ours on.
+        # (Its workers start when Tune asks for them, so the job's runtime
+        # environment costs no prestarted worker here.)
         env_vars = forwarded_env()
+        runtime_env = {"worker_process_setup_hook": preload} if preload else {}
         use_auth_mode(kept)
         with loopback_only():
             try:
@@ -79,7 +94,8 @@ def connect(address: str | None, *, preload: str | None = None) -> Iterator[None
                 ) from None
     elif address is None:
         how = "started"
-        with loopback_only():
+        with loopback_only(), inherited_setup_hook(preload), _env(TUNE_ACTOR_ENV):
+            inherited = dict(os.environ)  # what the instance's workers inherit
             ray.init(
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
@@ -88,7 +104,11 @@ def connect(address: str | None, *, preload: str | None = None) -> Iterator[None
                 # loopback-only instance.
                 logging_level=logging.ERROR,
                 _temp_dir=ray_temp_dir(),
-                runtime_env=runtime_env or None,
+                # Ray stops an idle worker after 1 s once the free CPUs do not
+                # need it, and the trials' placement groups take every CPU just
+                # before their actors ask for workers: the first workers would
+                # be stopped unused (seen in the raylet's log) and new ones started.
+                _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS},
             )
     else:
         how = "joined"
@@ -100,7 +120,11 @@ def connect(address: str | None, *, preload: str | None = None) -> Iterator[None
             ) from None
     mark("ray_up", how=how)
     try:
-        yield
+        if how == "started":
+            with trials_on_first_workers(inherited):
+                yield
+        else:
+            yield
     finally:
         ray.shutdown()  # a kept instance or a cluster: disconnects, and leaves it running
         mark("ray_down", torch="torch" in sys.modules)  # the driver should never need it
@@ -156,6 +180,97 @@ def loopback_only() -> Iterator[None]:
             os.environ.pop(LOOPBACK_ENV, None)
         else:
             os.environ[LOOPBACK_ENV] = old_env
+
+
+#: How long an idle worker of an instance we start lives past Ray's need for it
+#: (Ray's default: 1 s), so that the trials find the first workers still there.
+IDLE_WORKER_MS = 120_000
+#: What Ray Tune gives each trial actor in its runtime environment (its
+#: ``class_cache.DEFAULT_ENV_VARS``): an instance we start has it in its
+#: workers' environment instead (:func:`trials_on_first_workers`).
+TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
+
+
+@contextlib.contextmanager
+def trials_on_first_workers(inherited: dict[str, str]) -> Iterator[None]:
+    """Let Tune's trial actors run in the workers Ray starts as the driver connects.
+
+    Ray starts one worker per CPU of a new instance with an empty runtime
+    environment, and gives a task or actor only a worker started with the
+    same runtime environment. Ray Tune creates its trial actors with
+    ``runtime_env={"env_vars": ...}`` (``ray.tune.execution.class_cache``:
+    ``PL_DISABLE_FORK=1``, and the driver's values of a few variables it
+    propagates), so without this the first workers idle, are stopped as
+    surplus, and every trial waits for a new worker and its imports
+    (measured: 4 s after the Tuner's start at load 1.2). The workers of an
+    instance we started inherited this process's environment (``inherited``,
+    :data:`TUNE_ACTOR_ENV` set before ``ray.init``), so Tune is left to pass
+    only the variables whose value differs from the inherited one: none in the
+    usual case, and an empty ``env_vars`` is the same runtime environment as
+    none. Ray Tune's two module constants are replaced for the duration of
+    the connection and restored after; ``tests/study/test_study_start.py``
+    fails if Ray renames them or a trial stops landing on those workers.
+    """
+    from ray.tune.execution import class_cache
+
+    defaults, propagated = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
+    class_cache.DEFAULT_ENV_VARS = {k: v for k, v in defaults.items() if inherited.get(k) != v}
+    class_cache.ENV_VARS_TO_PROPAGATE = {
+        k for k in propagated if os.environ.get(k) != inherited.get(k)
+    }
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS = defaults
+        class_cache.ENV_VARS_TO_PROPAGATE = propagated
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """Set the variables of ``values`` that are not set, and unset them after."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+@contextlib.contextmanager
+def inherited_setup_hook(preload: str | None) -> Iterator[None]:
+    """Give the workers of the instance ``ray.init`` starts the setup hook ``preload``
+    through the environment they inherit, not through the job's runtime environment.
+
+    Ray starts one worker per CPU as the first driver connects, with an empty
+    runtime environment; a job whose runtime environment is not empty (a
+    ``worker_process_setup_hook`` there adds a variable to it) cannot use
+    them, so Ray stops them as surplus and starts new ones only when Tune asks
+    for its first trial actors (measured: the trials ran in workers started
+    4 s after the Tuner, the prestarted ones were stopped unused). Ray's
+    workers run the hook named by the variable behind
+    ``ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR`` (how the runtime
+    environment passes it on); set in this process while ``ray.init`` starts
+    the raylet, every worker of the instance inherits it, the prestarted ones
+    included, and the job keeps an empty runtime environment. The private
+    constant is read in this one place; ``tests/study/test_study_start.py``
+    fails if Ray stops honouring it.
+    """
+    if not preload:
+        yield
+        return
+    from ray._private import ray_constants
+
+    name = ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+    old = os.environ.get(name)
+    os.environ[name] = preload
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def ray_temp_dir() -> str:

@@ -248,7 +248,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
     args = ["run", str(study), "--address", ray_head.address, "--storage", str(storage)]
     args += ["--name", name, "--trainable", f"{RECORDER}:train_recording_starts", "-q"]
     log = fault_base / f"{name}.log"
-    with background(args, ray_head.env, log) as proc:
+    # Ray saves its experiment state every second (default: every 10 s at first):
+    # the kill waits for a save that names the finished trial.
+    env = {**ray_head.env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    with background(args, env, log) as proc:
 
         def one_finished_and_two_paused() -> dict[str, str] | None:
             state = experiment_state(study_dir)

@@ -14,7 +14,7 @@ from trainables.tune import STATE_FILE, resolve_paths, train_trial
 pytestmark = pytest.mark.ray
 
 
-def test_two_trials_through_tune(ray_session: None, tmp_path: Path) -> None:
+def test_two_trials_through_tune(ray_session: None, mnist1d_dir: Path, tmp_path: Path) -> None:
     tuner = tune.Tuner(
         train_trial,
         param_space={
@@ -22,7 +22,8 @@ def test_two_trials_through_tune(ray_session: None, tmp_path: Path) -> None:
             "epochs": 2,
             "batch_size": 500,
             "threads": 1,
-            "data_dir": str(tmp_path / "data"),
+            # the session's cached mnist1d: each trial generating its own took seconds
+            "data_dir": str(mnist1d_dir),
         },
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(name="two", storage_path=str(tmp_path / "studies"), verbose=0),

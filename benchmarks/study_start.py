@@ -20,11 +20,13 @@ round, so a change of machine load hits every kind alike); the verdict is
 the median over rounds of each round's study/plain ratio (target: at most
 1.5). The study runs write a timing record (`$XSAM_TUNE_TIMING`,
 :mod:`study._timing`) that splits their wall time: process start → Ray up
-(imports, `ray.init`), → the first trial's first row (the time to the first
-trial: the Tuner, the first worker, the trial's imports and data, one
-epoch), → the last row, → exit (teardown: the Tuner's last writes,
-`ray.shutdown`, the closing table). The dataset is generated once before
-the rounds, so every run reads it from disk. Cold and warm runs use
+(imports, `ray.init`), → the Tuner's start (Ray Tune's import, the study
+record, the Tuner), → the first trial started (its actor up in a worker that
+has the trial's imports: the time to the first trial), → its first row (its
+data and one epoch, the row's way to the driver), → the last row, → exit
+(teardown: the Tuner's last writes, `ray.shutdown`, the closing table).
+The dataset is generated once before the rounds, so every run reads it
+from disk. Cold and warm runs use
 separate private Ray temp directories (`$XSAM_TUNE_RAY_TMP`), so a cold run
 never finds the kept instance; the kept instance idles (a few percent of a
 core) while the plain and cold runs of the rounds run. The load average
@@ -56,6 +58,8 @@ TARGET_RATIO = 1.5
 #: Phases of the timing record, in order (study._timing), and their labels.
 PHASES = (
     ("ray_up", "Ray up"),
+    ("fit", "Tuner start"),
+    ("first_trial", "first trial started"),
     ("first_row", "first trial's first row"),
     ("last_row", "last row"),
 )

@@ -123,10 +123,10 @@ def settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Model specs and step counts for this device (CPU runs time few ResNet steps)."""
     cpu = device.type == "cpu"
     if args.smoke_test:
-        # Tiny: code paths only, for CI. ResNet-18 on 16x16 images.
+        # Tiny: code paths only, for CI. ResNet-18 on 8x8 images (the smallest it takes).
         return {
             "models": [
-                ModelSpec("resnet18", (3, 16, 16), 8, 0, 1, 1),
+                ModelSpec("resnet18", (3, 8, 8), 8, 0, 1, 1),
                 ModelSpec("cnn1d", (1, 40), 8, 0, 1, 1),
             ],
             "compare": [ModelSpec("cnn1d", (1, 40), 8, 1, 2, 1)],

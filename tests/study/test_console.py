@@ -219,44 +219,78 @@ def test_closing_table_lists_every_trial_with_swept_values(base: dict[str, Any])
 
 
 # --------------------------------------------------------------------------
-# end to end: xsam-tune run in a pseudo-terminal, into a pipe, with --json
+# end to end: xsam-tune run in a pseudo-terminal and with --json, at once
 # --------------------------------------------------------------------------
 
 TIMEOUT = 240
 
 
+def _in_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as stdin, stdout and stderr; its exit
+    code and everything it wrote (line ends as ``\n``)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed: the driver ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    rc = proc.wait(timeout=30)
+    return rc, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
 @pytest.mark.ray
-def test_console_in_a_terminal(tmp_path: Path) -> None:
+def test_two_runs_at_once_in_a_terminal_and_as_json(tmp_path: Path) -> None:
+    """Two studies of the same name into the same storage at the same time: each
+    gets and reports its own directory. One runs in a pseudo-terminal (the
+    progress line redrawn in place), the other writes JSON lines. (Plain lines
+    into a pipe: the resume of tests/study/test_interrupt.py.) One test, as the
+    drivers' Ray start-ups overlap."""
     data = tmp_path / "data"
-    study = tiny_study(tmp_path, "tty", data, epochs=2)
+    study = tiny_study(tmp_path, "twin", data, epochs=2)
     storage = tmp_path / "studies"
     args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
-    with driver_env(tmp_path) as env:
-        master, slave = pty.openpty()
-        proc = subprocess.Popen(
-            command(*args), cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave
-        )
-        os.close(slave)
-        chunks = []
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # the terminal closed: the driver ended
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            elif proc.poll() is not None:
-                break
-        os.close(master)
-        rc = proc.wait(timeout=30)
-    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    dirs_to = [tmp_path / "dir0", tmp_path / "dir1"]
+    # Each driver has a Ray temp dir of its own, as two users or two CI jobs would.
+    with driver_env(tmp_path) as env0, driver_env(tmp_path) as env1:
+        with (tmp_path / "json.txt").open("w") as out:
+            json_run = subprocess.Popen(
+                command(*args, "--json", "--print-dir-to", str(dirs_to[1])),
+                cwd=REPO,
+                env=env1,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        try:
+            rc, text = _in_a_terminal(command(*args, "--print-dir-to", str(dirs_to[0])), env0)
+            _, json_err = json_run.communicate(timeout=TIMEOUT)
+        finally:
+            if json_run.poll() is None:
+                json_run.kill()
     assert rc == 0, text
-    # The progress line is redrawn in place: carriage return and erase-line, then
-    # the line without a newline; an event line clears it and ends with one.
+    assert json_run.returncode == 0, json_err
+    dirs = [d.read_text().strip() for d in dirs_to]
+    assert dirs[0] != dirs[1], dirs
+    for d in dirs:
+        assert Path(d).parent == storage and (Path(d) / "study.json").exists()
+        assert json.loads((Path(d) / "study.json").read_text())["path"] == d
+        assert len([p for p in Path(d).iterdir() if (p / "result.json").exists()]) == 3
+
+    # The terminal: the progress line is redrawn in place (carriage return and
+    # erase-line, then the line without a newline); an event line clears it and
+    # ends with one.
     segments = text.split("\r\x1b[K")
     redraws = [seg.rsplit("\n", 1)[-1] for seg in segments]
     assert any(re.match(r"\d/3 done, \d running, \d pending", part) for part in redraws), text
@@ -269,45 +303,11 @@ def test_console_in_a_terminal(tmp_path: Path) -> None:
     rows = closing_rows(plain)
     assert [row[1:3] for row in rows] == [["finished", "2/2"]] * 3, plain
     assert sorted(row[4] for row in rows) == ["sam", "sgd", "xsam"]
+    assert f"study directory: {dirs[0]}" in plain
     assert "Trial status" not in text and "╭" not in text  # Ray's own tables are off
 
-
-@pytest.mark.ray
-def test_two_runs_at_once_pipe_and_json(tmp_path: Path) -> None:
-    """Two studies of the same name into the same storage at the same time: each
-    gets and reports its own directory. One writes plain lines into a pipe,
-    the other JSON lines."""
-    data = tmp_path / "data"
-    study = tiny_study(tmp_path, "twin", data, epochs=1)
-    storage = tmp_path / "studies"
-    args = ["run", str(study), "--storage", str(storage), "--trainable", SLOW_ROWS]
-    # Each driver has a Ray temp dir of its own, as two users or two CI jobs would.
-    with driver_env(tmp_path) as env0, driver_env(tmp_path) as env1:
-        procs = [
-            subprocess.Popen(
-                command(*args, *extra, "--print-dir-to", str(tmp_path / f"dir{i}")),
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i, (env, extra) in enumerate([(env0, []), (env1, ["--json"])])
-        ]
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    for proc, (out, err) in zip(procs, outs, strict=True):
-        assert proc.returncode == 0, out + err
-    dirs = [(tmp_path / f"dir{i}").read_text().strip() for i in range(2)]
-    assert dirs[0] != dirs[1], dirs
-    for d in dirs:
-        assert Path(d).parent == storage and (Path(d) / "study.json").exists()
-        assert json.loads((Path(d) / "study.json").read_text())["path"] == d
-        assert len([p for p in Path(d).iterdir() if (p / "result.json").exists()]) == 3
-    plain, js = outs[0][0], outs[1][0]
-    assert "\r" not in plain and "\x1b" not in plain
-    assert re.search(r"^progress: 3/3 done, 0 running, 0 pending", plain, re.M), plain
-    assert f"study directory: {dirs[0]}" in plain
-    events = [json.loads(line) for line in js.splitlines()]  # every line parses
+    # JSON: every line parses, one event per start and end, the study's end last
+    events = [json.loads(line) for line in (tmp_path / "json.txt").read_text().splitlines()]
     kinds = [e["event"] for e in events]
     assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3, kinds
     assert kinds[-1] == "study_end" and events[-1]["directory"] == dirs[1], events[-1]

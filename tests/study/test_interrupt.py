@@ -10,6 +10,7 @@ some trial has reported an epoch. Then: exit 130, ``interrupted_at`` in
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -65,6 +66,12 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
             timeout=TIMEOUT,
         )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # Into a pipe: plain lines, no carriage returns or escapes (tests/study/test_console.py
+    # has the terminal), the last progress line, the study's directory.
+    plain = resumed.stdout
+    assert "\r" not in plain and "\x1b" not in plain, plain
+    assert re.search(r"^progress: 3/3 done, 0 running, 0 pending", plain, re.M), plain
+    assert f"study directory: {study_dir}" in plain.splitlines(), plain
     record = json.loads((study_dir / "study.json").read_text())
     assert "finished_at" in record and "interrupted_at" not in record
     trial_dirs = sorted(p for p in study_dir.iterdir() if (p / "result.json").exists())

@@ -64,6 +64,7 @@ from trainables.optim._timing import NullTimer
 
 Closure = Callable[[], torch.Tensor]
 _GRAD = operator.attrgetter("grad")
+_DATA_PTR = operator.methodcaller("data_ptr")
 Probe = Callable[[], torch.Tensor | float]
 
 
@@ -132,10 +133,21 @@ class _Group:
     def zero_grads(self) -> None:
         """Zero the flat gradient, and any gradient that is no longer a view of it."""
         self.flat["grad"].zero_()
+        if self._grads_in_place():
+            return
         for p, view, ptr in zip(self.params, self.views["grad"], self._grad_ptrs, strict=True):
             g = p.grad
             if g is not None and (g is not view or g.data_ptr() != ptr):
                 g.zero_()
+
+    def _grads_in_place(self) -> bool:
+        """Whether every `p.grad` is its view and every view still points into the buffer
+        (the common case, checked without a Python loop)."""
+        return (
+            self.holds_grads()
+            and list(map(_DATA_PTR, self.params)) == self._theta_ptrs
+            and list(map(_DATA_PTR, self.views["grad"])) == self._grad_ptrs
+        )
 
     def holds_grads(self) -> bool:
         """Whether every `p.grad` is still the very tensor `attach_grads` made its view.
@@ -169,6 +181,8 @@ class _Group:
         left elsewhere is copied in. Fast when nothing moved: one identity
         check per parameter.
         """
+        if self._grads_in_place():
+            return True
         for p, ptr in zip(self.params, self._theta_ptrs, strict=True):
             if p.data_ptr() != ptr:
                 return False  # the parameter left θ's buffer (model.to(), p.data = …)

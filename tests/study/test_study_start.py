@@ -94,3 +94,15 @@ def test_the_trials_run_in_the_workers_ray_starts_with_the_instance(tmp_path: Pa
         # the workers started with the instance, 01000000 for the study's own.
         started_with = sorted(p.name.split("-")[2] for p in logs.glob("worker-*.out"))
     assert started_with and set(started_with) == {"ffffffff"}, started_with
+
+
+def test_a_background_import_is_done_when_the_block_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.delitem(sys.modules, "calendar", raising=False)
+    with _cluster._importing("calendar"):
+        pass
+    assert "calendar" in sys.modules
+    with _cluster._importing("no_such_module_of_xsam"):  # left for its first real use
+        pass
+    assert "no_such_module_of_xsam" not in sys.modules

@@ -125,39 +125,6 @@ def ray_head(fault_base: Path, data_dir: Path) -> Iterator[Head]:
 # --------------------------------------------------------------------------
 
 
-def test_study_against_a_ray_start_head_node(
-    ray_head: Head, data_dir: Path, fault_base: Path
-) -> None:
-    """``xsam-tune run --address 127.0.0.1:PORT`` runs its trials on the
-    cluster that ``ray start --head`` started (the recorder sees that GCS
-    address in every trial), writes the complete study directory, and the
-    head listens on the loopback interface only."""
-    storage = fault_base / "studies"
-    study = write_study(fault_base, "head", data_dir, space={"seed": {"grid": [0, 1]}})
-    args = ["run", str(study), "--address", ray_head.address, "--storage", str(storage)]
-    args += ["--name", "head", "--trainable", f"{RECORDER}:train_recording_node", "-q"]
-    proc = run_driver(args, ray_head.env)
-    assert proc.returncode == 0, outputs(proc)
-
-    nodes = lines(ray_head.records / "head" / "nodes.txt")
-    assert len({n[0] for n in nodes}) == 2
-    assert {n[2] for n in nodes} == {ray_head.address}
-    study_dir = storage / "head"
-    info = json.loads((study_dir / "study.json").read_text())
-    assert info["address"] == ray_head.address and "finished_at" in info
-    trials = trial_dirs(study_dir)
-    assert len(trials) == 2
-    for trial in trials:
-        assert result_epochs(trial) == [1, 2]
-        assert sorted(p.name for p in trial.glob("checkpoint_*"))
-
-    pids = session_pids(ray_head.node.proc.pid)
-    listening = listening_sockets(pids)
-    assert any(port == int(ray_head.address.rsplit(":", 1)[1]) for _, _, port in listening)
-    exposed = exposed_sockets(pids)
-    assert not exposed, f"Ray servers reachable from other machines: {exposed}"
-
-
 def test_killed_worker_resumes_from_its_checkpoint(
     ray_head: Head, data_dir: Path, fault_base: Path
 ) -> None:
@@ -226,13 +193,16 @@ def test_killed_worker_resumes_from_its_checkpoint(
 def test_killed_driver_resumes_without_rerunning_finished_trials(
     ray_head: Head, data_dir: Path, fault_base: Path
 ) -> None:
-    """The ``xsam-tune run`` process is SIGKILLed once one trial has finished
-    (Ray's saved experiment state says TERMINATED) and the others are still
-    open; ``xsam-tune resume DIR`` then completes the study: every trial
-    finished with one row per epoch, and every trial that had finished
-    before the kill was started exactly once. The resume names no
-    ``--address``: it joins the head through ``RAY_ADDRESS``, as the
-    entrypoint of a ``ray job submit`` job does."""
+    """``xsam-tune run --address 127.0.0.1:PORT`` runs its trials on the cluster
+    that ``ray start --head`` started (the recorder sees that GCS address in
+    every trial) and is SIGKILLed once one trial has finished (Ray's saved
+    experiment state says TERMINATED) and the others are still open;
+    ``xsam-tune resume DIR`` then completes the study: every trial finished
+    with one row per epoch and its checkpoints, every trial that had finished
+    before the kill was started exactly once, and ``study.json`` names the
+    cluster. The resume names no ``--address``: it joins the head through
+    ``RAY_ADDRESS``, as the entrypoint of a ``ray job submit`` job does. The
+    head listens on the loopback interface only."""
     name = "driver-kill"
     records = paused_records(ray_head.records, name, "others")
     storage = fault_base / "studies"
@@ -293,6 +263,18 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
         assert epochs.loc[epochs["trial_id"] == trial_id, "epoch"].tolist() == [1, 2, 3]
     info = json.loads((study_dir / "study.json").read_text())
     assert "finished_at" in info and len(info["resumed"]) == 1
+    assert info["address"] == ray_head.address
+    trials = trial_dirs(study_dir)
+    assert len(trials) == 3
+    for trial in trials:
+        assert result_epochs(trial) == [1, 2, 3]  # Ray did not log an epoch twice
+        assert sorted(p.name for p in trial.glob("checkpoint_*"))
+
+    pids = session_pids(ray_head.node.proc.pid)
+    listening = listening_sockets(pids)
+    assert any(port == int(ray_head.address.rsplit(":", 1)[1]) for _, _, port in listening)
+    exposed = exposed_sockets(pids)
+    assert not exposed, f"Ray servers reachable from other machines: {exposed}"
 
 
 def _last_row(trial_dir: Path) -> dict[str, Any]:

@@ -10,7 +10,10 @@ its code.
 ``CUDA_VISIBLE_DEVICES`` its worker got and the GPU ids Ray assigned
 (``gpus.txt`` in the record folder of ``tests/study/_faults_trainables.py``),
 waits at that module's barrier (``barrier.txt``: whether it was met), then
-trains with ``trainables.tune.train_trial``.
+the first trial on each GPU trains with ``trainables.tune.train_trial``
+(``trained.txt``: ``<trial_id> <gpu ids>``) and the others report one row
+without importing torch (eight workers importing torch at once on two cores
+took most of the test's time).
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ def train_recording_gpu(config: dict[str, Any]) -> None:
         time.sleep(0.1)
     # 1: every trial of the barrier was placed while this one waited (they ran at once)
     append_line(folder / "barrier.txt", f"{trial_id} {int(met)}")
+    try:  # exactly one trial per GPU wins the claim
+        os.close(os.open(folder / f"trains-on-{ids}", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        ray.tune.report({"epoch": 1, "test_acc": 0.0})
+        return
+    append_line(folder / "trained.txt", f"{trial_id} {ids}")
     train_trial(config)
 
 

@@ -141,21 +141,13 @@ class _Group:
                 g.zero_()
 
     def _grads_in_place(self) -> bool:
-        """Whether every `p.grad` is its view and every view still points into the buffer
-        (the common case, checked without a Python loop)."""
+        """Whether every `p.grad` is its view and every parameter and view still points
+        into its buffer: the common case, checked without a Python loop."""
         return (
-            self.holds_grads()
+            all(map(operator.is_, map(_GRAD, self.params), self.views["grad"]))
             and list(map(_DATA_PTR, self.params)) == self._theta_ptrs
             and list(map(_DATA_PTR, self.views["grad"])) == self._grad_ptrs
         )
-
-    def holds_grads(self) -> bool:
-        """Whether every `p.grad` is still the very tensor `attach_grads` made its view.
-
-        Identity only, no storage check: between the passes of one step, where
-        nothing but the closure's backward touches the gradients.
-        """
-        return all(map(operator.is_, map(_GRAD, self.params), self.views["grad"]))
 
     def _shaped(self, flat: torch.Tensor) -> Tensors:
         return [v.view(p.shape) for v, p in zip(flat.split(self._numels), self.params, strict=True)]
@@ -178,8 +170,8 @@ class _Group:
         """Make every `p.grad` its view into the flat gradient; False if a parameter changed.
 
         A missing gradient becomes a zero view; one that autograd or a closure
-        left elsewhere is copied in. Fast when nothing moved: one identity
-        check per parameter.
+        left elsewhere is copied in. Fast when nothing moved: one C-level
+        comparison of identities and pointers.
         """
         if self._grads_in_place():
             return True
@@ -227,12 +219,7 @@ class _Layout:
     def holds(self, params: Tensors) -> bool:
         return len(params) == len(self.params) and all(map(operator.is_, params, self.params))
 
-    def attach_grads(self, within_step: bool = False) -> bool:
-        """Make every `p.grad` its view (see `_Group.attach_grads`); False if a parameter
-        changed. `within_step`: after a later pass of a step whose first pass attached
-        them, where an identity check per gradient is enough unless one was replaced."""
-        if within_step and all(group.holds_grads() for group in self.groups):
-            return True
+    def attach_grads(self) -> bool:
         return all(group.attach_grads() for group in self.groups)
 
     def flats(self, name: str) -> Tensors:
@@ -257,17 +244,10 @@ class _Layout:
         group.buffer(name)
         return group.views[name][i]
 
-    def zero_grads(self, attached: bool = False) -> None:
-        """Zero every gradient of the optimizer's parameters, one kernel per group.
-
-        `attached`: every gradient of the layout is known to be its view (checked
-        by `attach_grads` since the last pass), so zeroing the flat buffer is all.
-        """
+    def zero_grads(self) -> None:
+        """Zero every gradient of the optimizer's parameters, one kernel per group."""
         for group in self.groups:
-            if attached:
-                group.flat["grad"].zero_()
-            else:
-                group.zero_grads()
+            group.zero_grads()
         for p in self.others:
             if p.grad is not None:
                 p.grad.zero_()
@@ -544,8 +524,8 @@ class SharpnessAware(torch.optim.Optimizer):
                 with timer.phase("update"):
                     self._ascend(vec)
                 with timer.phase("ascent" if i < self.steps else "descent"):
-                    self._pass(closure, vec)
-                if not vec.attach_grads(within_step=True):
+                    self._pass(closure)
+                if not vec.attach_grads():
                     raise RuntimeError("a parameter changed dtype, device or shape during a step")
         return loss, vec
 
@@ -672,17 +652,10 @@ class SharpnessAware(torch.optim.Optimizer):
         """θ ← θ0 in place."""
         vec.copy_to_params("theta0")
 
-    def _pass(self, closure: Closure, vec: _Layout | None = None) -> torch.Tensor:
-        """Zero the gradients and run the closure with gradients on.
-
-        `vec`: the step's layout, its gradients attached since the last pass.
-        """
-        if vec is None:
-            self.zero_grad(set_to_none=False)
-        else:
-            vec.zero_grads(attached=True)
-        with torch.enable_grad():
-            return closure()
+    @torch.enable_grad()
+    def _pass(self, closure: Closure) -> torch.Tensor:
+        self.zero_grad(set_to_none=False)
+        return closure()
 
     def _vectors(self) -> _Layout:
         """The layout of this step's parameters (those with a gradient), gradients attached."""

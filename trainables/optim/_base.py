@@ -63,9 +63,10 @@ from trainables.optim._functional import (
 from trainables.optim._timing import NullTimer
 
 Closure = Callable[[], torch.Tensor]
+Probe = Callable[[], torch.Tensor | float]
+
 _GRAD = operator.attrgetter("grad")
 _DATA_PTR = operator.methodcaller("data_ptr")
-Probe = Callable[[], torch.Tensor | float]
 
 
 @dataclass
